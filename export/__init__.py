@@ -1,0 +1,1 @@
+"""Export: ONNX, TensorRT engines and the deployment bundle writer."""

@@ -1,0 +1,41 @@
+"""The `hamnet` command line: one typer app; each command lives in hamnet_deploy.commands."""
+
+from __future__ import annotations
+
+import typer
+
+from hamnet_deploy import __version__
+from hamnet_deploy.commands import register_all
+
+app = typer.Typer(
+    name="hamnet",
+    help="HAM-Net temporal action localization: train, export (ONNX/TensorRT), detect, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hamnet-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """HAM-Net temporal action localization: train, export (ONNX/TensorRT), detect, evaluate."""
+
+
+register_all(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""`hamnet eval` (placeholder until implemented)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,40 @@
+"""Shared console and the error contract of every command: a HamnetError becomes one
+red line on stderr and exit code 2; Ctrl-C becomes a short note and exit code 130."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from runtime.errors import HamnetError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` as an error and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Decorator for command functions: typed errors exit 2 without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HamnetError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]; nothing half-written was left behind")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]

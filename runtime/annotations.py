@@ -1,0 +1,166 @@
+"""Ground truth in one in-memory form, read from the per-video layout's JSON
+(ActionFormer/OpenTAD style, SPEC §1). The W-TALC layout's pickled annotation files
+are read by `training.wtalc` into the same form."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import DataError
+
+
+@dataclass(frozen=True)
+class VideoAnnotation:
+    """One video's ground truth: segments in seconds and their class indices."""
+
+    name: str
+    subset: str
+    duration: float
+    segments: np.ndarray  # (N, 2) float64, [start, end] seconds
+    labels: np.ndarray  # (N,) int64 class indices
+    fps: float | None = None
+
+    def multi_hot(self, num_classes: int) -> np.ndarray:
+        """Video-level label vector (C,) float32."""
+        out = np.zeros(num_classes, dtype=np.float32)
+        out[self.labels] = 1.0
+        return out
+
+
+@dataclass
+class Annotations:
+    """Class names plus per-video ground truth, in file order."""
+
+    classes: list[str]
+    videos: dict[str, VideoAnnotation] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def names(self, subset: str | None = None) -> list[str]:
+        return [n for n, v in self.videos.items() if subset is None or v.subset == subset]
+
+    def select(self, subset: str | None = None, exclude: Iterable[str] = ()) -> Annotations:
+        """A copy restricted to one subset and without the excluded videos."""
+        skip = set(exclude)
+        keep = {n: v for n, v in self.videos.items()
+                if (subset is None or v.subset == subset) and n not in skip}
+        return Annotations(list(self.classes), keep)
+
+    def subsets(self) -> list[str]:
+        return sorted({v.subset for v in self.videos.values()})
+
+
+def build_video(name: str, subset: str, duration: float, segments: Sequence, labels: Sequence[str],
+                class_index: dict[str, int], fps: float | None = None, source: str = "") -> VideoAnnotation:
+    """Validate one video's raw annotation and build its VideoAnnotation.
+
+    Raises DataError naming the file and video for a label not in the class list,
+    reversed or negative segments, or a bad duration.
+    """
+    where = f"{source}: video {name!r}" if source else f"video {name!r}"
+    try:
+        duration = float(duration)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: duration {duration!r} is not a number; fix the annotation file") from exc
+    if not np.isfinite(duration) or duration <= 0:
+        raise DataError(f"{where}: duration {duration} must be a positive number; fix the annotation file")
+    seg = np.asarray(segments, dtype=np.float64).reshape(-1, 2) if len(segments) else np.zeros((0, 2))
+    if len(seg) != len(labels):
+        raise DataError(f"{where}: {len(seg)} segments but {len(labels)} labels; each segment needs one label")
+    if len(seg):
+        if not np.isfinite(seg).all():
+            raise DataError(f"{where}: a segment is not finite; fix the annotation file")
+        if (seg < 0).any():
+            i = int(np.argwhere(seg < 0)[0, 0])
+            raise DataError(f"{where}: segment {seg[i].tolist()} is negative; times must be >= 0 seconds")
+        if (seg[:, 1] <= seg[:, 0]).any():
+            i = int(np.argmax(seg[:, 1] <= seg[:, 0]))
+            raise DataError(f"{where}: segment {seg[i].tolist()} is reversed or empty; end must be after start")
+    idx = []
+    for lab in labels:
+        if lab not in class_index:
+            raise DataError(f"{where}: label {lab!r} is not in the class list; add it to the classes or fix the label")
+        idx.append(class_index[lab])
+    return VideoAnnotation(name=str(name), subset=str(subset), duration=duration, segments=seg,
+                           labels=np.asarray(idx, dtype=np.int64), fps=None if fps is None else float(fps))
+
+
+def _no_duplicate_keys(source: str):
+    def hook(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DataError(f"{source}: video id {key!r} appears twice; make video ids unique")
+            seen.add(key)
+        return dict(pairs)
+    return hook
+
+
+def load_annotation_json(path: str | os.PathLike) -> Annotations:
+    """Read `{"database": {video: {subset, duration, fps, annotations: [...]}}}`.
+
+    Classes come from a top-level `classes` list when present, else the sorted set of
+    labels. Duplicate video ids, unknown labels and bad segments raise DataError.
+    """
+    path = Path(path)
+    src = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise DataError(f"{src}: annotation file not found; check the path") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{src}: cannot read annotation file ({exc}); check the file") from exc
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys(src))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the file") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("database"), dict):
+        raise DataError(f"{src}: expected an object with a 'database' mapping of videos (ActivityNet/ActionFormer format)")
+    db = raw["database"]
+    if "classes" in raw:
+        classes = raw["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise DataError(f"{src}: 'classes' must be a list of class names")
+        if len(set(classes)) != len(classes):
+            raise DataError(f"{src}: 'classes' lists a class twice; make class names unique")
+    else:
+        classes = sorted({a.get("label") for v in db.values() if isinstance(v, dict)
+                          for a in v.get("annotations", []) if isinstance(a, dict) and isinstance(a.get("label"), str)})
+    index = {c: i for i, c in enumerate(classes)}
+    videos: dict[str, VideoAnnotation] = {}
+    for name, entry in db.items():
+        if not isinstance(entry, dict) or "duration" not in entry:
+            raise DataError(f"{src}: video {name!r} has no 'duration'; every video needs subset and duration")
+        anns = entry.get("annotations", [])
+        if not isinstance(anns, list) or not all(isinstance(a, dict) and "segment" in a and "label" in a for a in anns):
+            raise DataError(f"{src}: video {name!r}: each annotation needs 'segment' and 'label'")
+        try:
+            segs = [[float(x) for x in a["segment"]] for a in anns]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{src}: video {name!r}: a segment is not two numbers; fix the annotation file") from exc
+        if any(len(s) != 2 for s in segs):
+            raise DataError(f"{src}: video {name!r}: a segment is not [start, end]; fix the annotation file")
+        videos[name] = build_video(name, entry.get("subset", "test"), entry["duration"], segs,
+                                   [a["label"] for a in anns], index, entry.get("fps"), src)
+    return Annotations(classes, videos)
+
+
+def annotations_to_json(ann: Annotations) -> dict:
+    """The per-video layout's JSON object for `ann` (inverse of load_annotation_json)."""
+    db = {}
+    for name, v in ann.videos.items():
+        entry = {"subset": v.subset, "duration": round(float(v.duration), 6),
+                 "annotations": [{"segment": [round(float(s), 6), round(float(e), 6)], "label": ann.classes[int(c)]}
+                                 for (s, e), c in zip(v.segments, v.labels, strict=True)]}
+        if v.fps is not None:
+            entry["fps"] = v.fps
+        db[name] = entry
+    return {"classes": list(ann.classes), "database": db}
