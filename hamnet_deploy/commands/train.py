@@ -1,0 +1,71 @@
+"""`hamnet train`: train HAM-Net on a dataset (or the embedded synthetic one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hamnet_deploy.console import console, handle_errors
+
+
+@handle_errors
+def train_command(
+    data: Path = typer.Option(None, "--data", "-d", help="Dataset folder (per-video layout or W-TALC layout). "
+                              "Default: the embedded synthetic dataset, generated once into the cache."),
+    recipe: str = typer.Option("thumos14", "--recipe", "-r", help="Recipe name (thumos14, activitynet12) or JSON file."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder for checkpoints and logs [default: runs/<recipe>]."),
+    epochs: int = typer.Option(None, "--epochs", help="Override the recipe's epoch count."),
+    ablation: str = typer.Option(None, "--ablation", help="Paper Table 1 row: exp1 ... exp11 (exp11 = full HAM-Net)."),
+    device: str = typer.Option(None, "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    eval_every: int = typer.Option(None, "--eval-every", help="Evaluate on the test split every N epochs (0: at the end)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Any setting, e.g. --set loss.alpha=0.5 --set optim.lr=1e-4."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    synth_dim: int = typer.Option(2048, "--synth-dim", help="Feature dimension of the embedded synthetic dataset."),
+    synth_videos: int = typer.Option(412, "--synth-videos", help="Videos in the embedded synthetic dataset."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
+    from training.config import apply_overrides, load_recipe
+    from training.data import load_dataset
+    from training.trainer import load_run_config, train
+
+    if resume is not None:
+        cfg = load_run_config(resume)
+        run_dir = resume
+        if data is None and cfg.data.path:
+            data = Path(cfg.data.path)
+    else:
+        cfg = load_recipe(recipe)
+        run_dir = out or Path(cfg.output_dir)
+    sets = list(overrides)
+    for key, value in (("epochs", epochs), ("ablation", ablation), ("device", device), ("seed", seed),
+                       ("eval_every", eval_every)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    if sets:
+        cfg = apply_overrides(cfg, sets)
+    if data is None:
+        from training.embedded import embedded_dataset
+
+        console.print(f"[bold]data:[/] embedded synthetic dataset ({synth_videos} videos, D = {synth_dim})")
+        data = embedded_dataset(dim=synth_dim, videos=synth_videos, seed=0)
+    cfg = apply_overrides(cfg, [f"data.path={Path(data).resolve()}", f"output_dir={run_dir}"])
+    with console.status(f"loading {data}"):
+        dataset = load_dataset(data)
+    console.print(f"[bold]data:[/] {dataset.source or data}: {len(dataset)} videos, {dataset.num_classes} classes, "
+                  f"D = {dataset.feature_dim}")
+    console.print(f"[bold]run:[/] {run_dir}  recipe {cfg.recipe}, {cfg.epochs} epochs"
+                  + (f", ablation {cfg.ablation}" if cfg.ablation else "") + (" (resuming)" if resume else ""))
+    try:
+        outcome = train(cfg, dataset, run_dir, resume=resume is not None, console=console, progress=not quiet)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]; the last finished epoch is saved: hamnet train --resume {run_dir}")
+        raise typer.Exit(130) from None
+    console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {run_dir}")
+    console.print(f"next: hamnet export {run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

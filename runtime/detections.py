@@ -1,0 +1,232 @@
+"""Detections as columns of NumPy arrays, and their files: the ActivityNet results JSON
+(`{"results": {video: [{"label", "score", "segment": [s, e]}]}}`) and CSV
+(`video,label,score,t_start,t_end`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import DataError
+from runtime.fileio import atomic_write, write_json_atomic
+
+CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N detections: `video` (N,) str, `label` (N,) int64 index into `classes`,
+    `score`, `t_start`, `t_end` (N,) float64 seconds."""
+
+    classes: tuple[str, ...]
+    video: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+    t_start: np.ndarray
+    t_end: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, classes: Sequence[str], video: str | Sequence[str] | np.ndarray, label: Any,
+                    score: Any, t_start: Any, t_end: Any) -> Detections:
+        """Build and check; `video` may be one name for all rows."""
+        label = np.asarray(label, dtype=np.int64).reshape(-1)
+        n = label.size
+        if isinstance(video, str):
+            videos = np.full(n, video, dtype=object)
+        else:
+            videos = np.asarray(video, dtype=object).reshape(-1)
+        cols = [np.asarray(x, dtype=np.float64).reshape(-1) for x in (score, t_start, t_end)]
+        if any(c.size != n for c in cols) or videos.size != n:
+            raise DataError(f"detections: columns have different lengths "
+                            f"({videos.size}, {n}, {', '.join(str(c.size) for c in cols)})")
+        classes = tuple(str(c) for c in classes)
+        if n and (label.min() < 0 or label.max() >= len(classes)):
+            raise DataError(f"detections: a label index is outside the {len(classes)} classes")
+        return cls(classes, videos, label, *cols)
+
+    @classmethod
+    def empty(cls, classes: Sequence[str]) -> Detections:
+        return cls.from_arrays(classes, np.zeros(0, dtype=object), [], [], [], [])
+
+    @classmethod
+    def concatenate(cls, parts: Iterable[Detections], classes: Sequence[str] | None = None) -> Detections:
+        """Join detections of the same class list (e.g. one per video)."""
+        parts = list(parts)
+        if classes is None:
+            if not parts:
+                raise DataError("detections: nothing to concatenate and no class list given")
+            classes = parts[0].classes
+        classes = tuple(classes)
+        for p in parts:
+            if p.classes != classes:
+                raise DataError("detections: cannot concatenate detections with different class lists")
+        if not parts:
+            return cls.empty(classes)
+        return cls(classes, *(np.concatenate([getattr(p, f) for p in parts])
+                              for f in ("video", "label", "score", "t_start", "t_end")))
+
+    def __len__(self) -> int:
+        return int(self.label.size)
+
+    @property
+    def segments(self) -> np.ndarray:
+        """(N, 2) [t_start, t_end]."""
+        return np.stack([self.t_start, self.t_end], axis=1)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.classes[i] for i in self.label]
+
+    def videos(self) -> list[str]:
+        """Distinct video names in first-appearance order."""
+        return list(dict.fromkeys(self.video.tolist()))
+
+    def select(self, mask_or_index: Any) -> Detections:
+        """Rows picked by a boolean mask or an index array."""
+        return Detections(self.classes, *(getattr(self, f)[mask_or_index]
+                                          for f in ("video", "label", "score", "t_start", "t_end")))
+
+    def for_video(self, video: str) -> Detections:
+        return self.select(self.video == video)
+
+    def sorted(self) -> Detections:
+        """By video (first appearance), then descending score; ties keep their order."""
+        names = self.videos()
+        rank = {v: i for i, v in enumerate(names)}
+        vid = np.fromiter((rank[v] for v in self.video), dtype=np.int64, count=len(self))
+        return self.select(np.lexsort((-self.score, vid)))
+
+    def to_results_json(self) -> dict[str, Any]:
+        """The ActivityNet results object; `version` and `external_data` are included so
+        the official evaluator accepts the file as well."""
+        results: dict[str, list[dict[str, Any]]] = {}
+        labels = self.classes
+        for v, c, s, a, b in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
+                                 self.t_start.tolist(), self.t_end.tolist(), strict=True):
+            results.setdefault(v, []).append({"label": labels[c], "score": s, "segment": [a, b]})
+        return {"version": "VERSION 1.3", "results": results,
+                "external_data": {"used": False, "details": "hamnet-deploy"}}
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        write_json_atomic(path, self.to_results_json())
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        labels = self.classes
+        for v, c, s, a, b in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
+                                 self.t_start.tolist(), self.t_end.tolist(), strict=True):
+            writer.writerow((v, labels[c], repr(s), repr(a), repr(b)))
+        with atomic_write(path, "w") as handle:
+            handle.write(buf.getvalue())
+
+    def write(self, path: str | os.PathLike) -> None:
+        """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON)."""
+        if Path(path).suffix.lower() == ".csv":
+            self.write_csv(path)
+        else:
+            self.write_json(path)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{what} {value!r} is not a number")
+    try:
+        out = float(value)
+    except ValueError:
+        raise DataError(f"{what} {value!r} is not a number") from None
+    if not math.isfinite(out):
+        raise DataError(f"{what} {value!r} is not finite")
+    return out
+
+
+class _Rows:
+    def __init__(self, src: str, classes: Sequence[str]):
+        self.src = src
+        self.index = {c: i for i, c in enumerate(classes)}
+        self.video: list[str] = []
+        self.label: list[int] = []
+        self.score: list[float] = []
+        self.start: list[float] = []
+        self.end: list[float] = []
+
+    def add(self, where: str, video: str, label: Any, score: Any, start: Any, end: Any) -> None:
+        if not isinstance(label, str) or label not in self.index:
+            raise DataError(f"{self.src}: {where}: label {label!r} is not in the class list; "
+                            f"use one of the model's class names")
+        s = _number(score, f"{self.src}: {where}: score")
+        a = _number(start, f"{self.src}: {where}: segment start")
+        b = _number(end, f"{self.src}: {where}: segment end")
+        if b < a:
+            raise DataError(f"{self.src}: {where}: segment [{a}, {b}] ends before it starts")
+        self.video.append(video)
+        self.label.append(self.index[label])
+        self.score.append(s)
+        self.start.append(a)
+        self.end.append(b)
+
+
+def _read_json(text: str, rows: _Rows) -> None:
+    src = rows.src
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the file") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict):
+        raise DataError(f"{src}: expected an object with a 'results' mapping of video -> detections "
+                        f"(ActivityNet results format)")
+    for video, dets in raw["results"].items():
+        if not isinstance(dets, list):
+            raise DataError(f"{src}: video {video!r}: detections must be a list")
+        for k, d in enumerate(dets):
+            where = f"video {video!r} detection {k}"
+            if not isinstance(d, dict) or not {"label", "score", "segment"} <= set(d):
+                raise DataError(f"{src}: {where}: needs 'label', 'score' and 'segment'")
+            seg = d["segment"]
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                raise DataError(f"{src}: {where}: segment {seg!r} is not [start, end]")
+            rows.add(where, str(video), d["label"], d["score"], seg[0], seg[1])
+
+
+def _read_csv(text: str, rows: _Rows) -> None:
+    src = rows.src
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+        raise DataError(f"{src}: CSV must start with the header {','.join(CSV_HEADER)}")
+    for line, rec in enumerate(reader, start=2):
+        if not rec or all(not f.strip() for f in rec):
+            continue
+        if len(rec) != len(CSV_HEADER):
+            raise DataError(f"{src}: line {line}: expected {len(CSV_HEADER)} fields, got {len(rec)}")
+        rows.add(f"line {line}", rec[0], rec[1], rec[2].strip(), rec[3].strip(), rec[4].strip())
+
+
+def read_results(path: str | os.PathLike, classes: Sequence[str]) -> Detections:
+    """Read detections from a results JSON or a CSV (chosen by content: a JSON object
+    starts with '{'). Labels must be names in `classes`; malformed files raise DataError."""
+    path = Path(path)
+    src = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{src}: predictions file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{src}: cannot read predictions file ({exc}); check the file") from None
+    rows = _Rows(src, classes)
+    if text.lstrip().startswith("{"):
+        _read_json(text, rows)
+    else:
+        _read_csv(text, rows)
+    return Detections.from_arrays(classes, np.asarray(rows.video, dtype=object), rows.label,
+                                  rows.score, rows.start, rows.end)

@@ -1,0 +1,235 @@
+"""The HAM-Net trainer: seeded, device auto, AMP on CUDA, DDP under torchrun,
+atomic per-epoch checkpoints, periodic evaluation through the NumPy runtime.
+
+Determinism: model init uses `seed`; each epoch reseeds torch (dropout) with
+(seed, epoch), the sampler shuffles with seed + epoch and snippet sampling is keyed by
+(seed, epoch, video). So a run resumed from epoch N's checkpoint on CPU ends with the
+same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from runtime.errors import ConfigError, DataError
+from runtime.fileio import atomic_write, write_json_atomic
+from training import distributed as ddp
+from training.batches import TrainSamples, collate
+from training.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from training.config import TrainConfig, from_dict, to_dict
+from training.data import WtalDataset
+from training.device import amp_dtype, select_device
+from training.evaluate import EvalSummary, evaluate_model, print_summary
+from training.inference import postprocess_config
+from training.losses import HamNetLoss
+from training.model import HamNet
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path
+    epochs: int
+    last_loss: dict[str, float] = field(default_factory=dict)
+    last_eval: EvalSummary | None = None
+    seconds: float = 0.0
+
+
+def fit_config_to_data(cfg: TrainConfig, data: WtalDataset) -> TrainConfig:
+    """The dataset decides D and C: set model/data feature_dim and num_classes from it."""
+    d, c = data.feature_dim, data.num_classes
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, feature_dim=d, num_classes=c),
+        data=dataclasses.replace(cfg.data, feature_dim=d),
+    )
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+def _make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+
+def _trim_metrics(path: Path, last_epoch: int) -> None:
+    """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= last_epoch:
+                keep.append(line)
+        except ValueError:
+            continue  # a line cut by a kill
+    with atomic_write(path, "w") as fh:
+        fh.write("".join(x + "\n" for x in keep))
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise DataError(f"{run_dir}: not a training run (no {CONFIG_FILE}); pass the folder `hamnet train` wrote")
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: corrupt run config ({exc}); start a new run") from exc
+    return from_dict(raw, where=str(path))
+
+
+def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> TrainOutcome:
+    """Train `cfg` on `data` (train split: cfg.data.train_subset; evaluation on
+    cfg.data.test_subset) writing checkpoints and metrics to `run_dir`."""
+    started = time.perf_counter()
+    console = console or Console()
+    cfg = fit_config_to_data(cfg, data).resolved()
+    run_dir = Path(run_dir)
+    device = select_device(cfg.device)
+    info = ddp.init_from_env(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    main = info.is_main
+    if cfg.data.batch_size % info.world_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {info.world_size} "
+                          "processes; choose a batch size that is a multiple of the process count")
+
+    train_set = data.select(cfg.data.train_subset)
+    try:
+        test_set = data.select(cfg.data.test_subset)
+    except DataError:
+        test_set = None
+        if main:
+            console.print(f"[yellow]no '{cfg.data.test_subset}' videos: training without evaluation[/]")
+
+    torch.manual_seed(cfg.seed)
+    model = HamNet.from_config(cfg.model).to(device)
+    optimizer = _make_optimizer(cfg, model)
+    start_epoch = 1
+    if resume:
+        ckpt = load_checkpoint(run_dir, with_optimizer=True)
+        if ckpt.classes != data.classes:
+            raise DataError(f"{run_dir}: the run was trained on {len(ckpt.classes)} classes, this dataset has "
+                            f"{data.num_classes} (or in another order); resume with the same dataset")
+        model.load_state_dict(ckpt.model_state)
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        start_epoch = ckpt.epoch + 1
+        if main:
+            _trim_metrics(run_dir / METRICS_FILE, ckpt.epoch)
+    elif main:
+        if (run_dir / LATEST).exists():
+            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
+                              "or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        write_json_atomic(run_dir / CONFIG_FILE, to_dict(cfg))
+
+    net: torch.nn.Module = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = HamNetLoss(cfg.loss)
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    samples = TrainSamples(train_set.features, train_set.labels, cfg.data.num_snippets, cfg.data.sampling, cfg.seed)
+    sampler = DistributedSampler(samples, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=False)
+    loader = DataLoader(samples, batch_size=cfg.data.batch_size // info.world_size, sampler=sampler,
+                        collate_fn=collate, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    post = postprocess_config(cfg)
+    state = {"classes": list(data.classes), "config": to_dict(cfg), "postprocess": post.to_dict(),
+             "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}
+
+    outcome = TrainOutcome(run_dir, start_epoch - 1)
+    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
+                   TextColumn("[cyan]{task.fields[rate]} snip/s"), TimeElapsedColumn(),
+                   console=console, disable=not (progress and main), transient=False)
+    with bar:
+        task = bar.add_task("train", total=len(loader), epoch=start_epoch, epochs=cfg.epochs, losses="", rate="-")
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+            sampler.set_epoch(epoch)
+            samples.epoch = epoch
+            net.train()
+            sums: dict[str, float] = {}
+            seen, snippets, t0 = 0, 0, time.perf_counter()
+            bar.reset(task, total=len(loader), epoch=epoch)
+            for feats, labels, lengths in loader:
+                feats, labels, lengths = feats.to(device), labels.to(device), lengths.to(device)
+                mask = torch.arange(feats.shape[1], device=device)[None, :] < lengths[:, None]
+                autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+                with autocast:
+                    cas, att = net(feats, mask)
+                loss, terms = criterion(cas.float(), att.float(), labels, mask=mask)
+                if not torch.isfinite(loss):
+                    raise DataError(f"epoch {epoch}: the loss became {loss.item()}; lower optim.lr or check the "
+                                    "features for extreme values")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                n = len(feats)
+                seen += n
+                snippets += int(lengths.sum())
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+                rate = snippets * info.world_size / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=1, rate=f"{rate:,.0f}",
+                           losses=" ".join(f"{k} {v / seen:.3f}" for k, v in sums.items()))
+            epoch_loss = ddp.all_reduce_mean({k: v / max(seen, 1) for k, v in sums.items()}, info)
+            elapsed = time.perf_counter() - t0
+            outcome.last_loss, outcome.epochs = epoch_loss, epoch
+            record: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": round(elapsed, 3),
+                                      "snippets_per_s": round(snippets * info.world_size / max(elapsed, 1e-9), 1)}
+            if main:
+                save_checkpoint(run_dir, epoch, model, optimizer, state)
+                due = epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0)
+                if due and test_set is not None:
+                    summary = evaluate_model(model, test_set, post, device, cfg.recipe)
+                    outcome.last_eval = summary
+                    record["eval"] = summary.to_dict()
+                    bar.console.print(f"[bold]epoch {epoch}[/] test split:")
+                    print_summary(summary, bar.console)
+                _append_metrics(run_dir / METRICS_FILE, record)
+            ddp.barrier(info)
+    ddp.shutdown(info)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
