@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from runtime.errors import BundleError
@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
         raise BundleError(f"{folder / 'state.json'}: 'classes' must be a list; use another checkpoint")
     try:
         weights = load_file(str(folder / "model.safetensors"))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{folder / 'model.safetensors'}: corrupt or truncated weights ({exc}); use another checkpoint") from exc
     opt = None
     if with_optimizer and (folder / "optimizer.pt").is_file():
@@ -121,3 +121,36 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
         except Exception as exc:  # torch raises many types for corrupt files
             raise BundleError(f"{folder / 'optimizer.pt'}: corrupt optimizer state ({type(exc).__name__}); use another checkpoint") from exc
     return Checkpoint(folder, epoch, weights, opt, state)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint turned back into a ready model (eval mode) with its settings."""
+
+    model: torch.nn.Module
+    config: Any  # training.config.TrainConfig
+    classes: list[str]
+    postprocess: Any  # runtime.postprocess.PostprocessConfig
+    checkpoint: Checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the HAM-Net of a checkpoint (run folder or epoch folder), in eval mode."""
+    from runtime.postprocess import PostprocessConfig
+    from training.config import from_dict
+    from training.model import HamNet
+
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(ckpt.config, where=str(ckpt.path / "state.json"))
+    if cfg.model.num_classes != len(ckpt.classes):
+        raise BundleError(f"{ckpt.path}: config says {cfg.model.num_classes} classes but the checkpoint lists "
+                          f"{len(ckpt.classes)}; the checkpoint is inconsistent, use another one")
+    model = HamNet.from_config(cfg.model)
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BundleError(f"{ckpt.path}: weights do not fit the configured model ({first}); use the matching config") from exc
+    model.to(device).eval()
+    post = PostprocessConfig.from_dict(ckpt.state.get("postprocess", {}))
+    return LoadedModel(model, cfg, ckpt.classes, post, ckpt)
