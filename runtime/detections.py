@@ -22,10 +22,11 @@ from runtime.fileio import atomic_write, write_json_atomic
 CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detections:
-    """N detections: `video` (N,) str, `label` (N,) int64 index into `classes`,
-    `score`, `t_start`, `t_end` (N,) float64 seconds."""
+    """N detections: `video` (N,) str (object array), `label` (N,) int64 index into
+    `classes`, `score`, `t_start`, `t_end` (N,) float64 seconds. Columns, not rows, so
+    that post-processing and evaluation stay vectorised."""
 
     classes: tuple[str, ...]
     video: np.ndarray

@@ -6,12 +6,15 @@ drop the rest by their IoU with it), computed exactly but batched:
 
 * Segments split into connected groups whose members overlap, directly or through
   others. Members of different groups never interact (IoU 0, weight exactly 1), so
-  all groups, and all classes, run their greedy loops side by side: the Python loop
-  has as many steps as the largest group, not as the number of detections.
+  all groups, all classes and (with `sets`) all videos run their greedy loops side by
+  side: the Python loop has as many steps as the largest group, not as the number of
+  detections. Groups of one member need no loop at all.
+* Groups are padded to a common width; when many groups are batched (many videos),
+  they are split into a few buckets of similar size so padding stays cheap.
 * Pairwise weights inside each group are computed once, up front.
 
-Ties go to the segment given first (ties matter only between equal scores).
-`legacy_length=True` reproduces the released code, which measures a segment as
+Ties between equal scores go to the segment that starts first, then to the one given
+first. `legacy_length=True` reproduces the released code, which measures a segment as
 `end - start + 1` although times are in seconds.
 """
 
@@ -22,6 +25,13 @@ from typing import NamedTuple
 import numpy as np
 
 from runtime.errors import DataError
+
+_TINY = float(np.finfo(np.float64).tiny)
+# A bucket of small groups joins a wider one when (rows x width) stays below this: one
+# more Python step costs about as much as this many padded elements.
+_MERGE_ELEMENTS = 4096
+# Bucket widths grow by this factor (less padding than powers of two, few extra steps).
+_BUCKET_GROWTH = 1.3
 
 
 def segment_iou(a: np.ndarray, b: np.ndarray, legacy_length: bool = False) -> np.ndarray:
@@ -53,44 +63,88 @@ def _iou(s1, e1, s2, e2, len1, len2, legacy: bool) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-class _Groups(NamedTuple):
-    table: np.ndarray  # (G, M) member indices per group, 0 for padding; members in input order
-    pad: np.ndarray  # (G, M) True where the table is padding
-    size: np.ndarray  # (G,) members per group
-    rows: np.ndarray  # (N,) row g * M + p of each member (member p of group g), in `members` order
-    pos: np.ndarray  # (N,) p of each member, same order
-    iou: np.ndarray  # (N, M) IoU of each member with the members of its group (padding: anything)
+class _Bucket(NamedTuple):
+    """Groups of one width. Padding slots of `members` hold N (a -inf score column)."""
+
+    members: np.ndarray  # (G, W) member indices, by start then input order
+    size: np.ndarray  # (G,)
+    rows: np.ndarray  # (n,) g * W + p of every real member p of group g
+    iou: np.ndarray  # (n, W) IoU of each real member with its group's members (padding: any)
 
 
-def _groups(start: np.ndarray, end: np.ndarray, legacy: bool) -> _Groups:
-    """Connected groups of overlapping segments (overlap as the IoU formula sees it),
-    padded to the largest group's size, with each member's IoU to its group."""
+def _buckets(start: np.ndarray, end: np.ndarray, legacy: bool, sets: np.ndarray | None,
+             classes: int) -> tuple[list[_Bucket], np.ndarray]:
+    """Groups of two or more overlapping segments, in buckets; plus the indices of the
+    segments that overlap nothing (their own group of one)."""
     n = start.shape[0]
-    by_start = np.argsort(start, kind="stable")
-    reach = np.maximum.accumulate(end[by_start])
+    if sets is not None and n:
+        # Shift each set past the previous one (gap of 2 s > the legacy `+ 1`), so one
+        # sort orders by (set, start) and the running reach never crosses sets. Rounding
+        # in the shift can only split pairs whose IoU is ~1e-10, whose weight is 1.0 anyway.
+        shift = sets * (float(end.max()) - float(min(start.min(), 0.0)) + 2.0)
+        key_start, key_end = start + shift, end + shift
+    else:
+        key_start, key_end = start, end
+    order = np.argsort(key_start, kind="stable")
+    s_sorted = start.take(order)
+    e_sorted = end.take(order)
     new = np.empty(n, dtype=bool)
     new[0] = True
-    # Same expression as the intersection in _iou: <= 0 means no earlier segment touches.
-    gap = reach[:-1] - start[by_start[1:]]
-    if legacy:
-        gap += 1.0
-    np.less_equal(gap, 0.0, out=new[1:])
-    gid = np.empty(n, dtype=np.int64)
-    gid[by_start] = np.cumsum(new) - 1
-    members = np.argsort(gid, kind="stable")  # grouped; input order inside a group
-    size = np.bincount(gid)
-    g_of = gid[members]
-    pos = np.arange(n) - (np.cumsum(size) - size)[g_of]
-    width = int(size.max())
-    table = np.zeros((size.size, width), dtype=np.int64)
-    pad = np.ones(table.shape, dtype=bool)
-    table[g_of, pos] = members
-    pad[g_of, pos] = False
-    length = end - start
-    partners = table[g_of]  # (N, M)
-    iou = _iou(start[members][:, None], end[members][:, None], start.take(partners), end.take(partners),
-               length[members][:, None], length.take(partners), legacy)
-    return _Groups(table, pad, size, g_of * width + pos, pos, iou)
+    if n > 1:
+        # Same expression as the intersection in _iou: <= 0 means no earlier segment
+        # of the group touches this one.
+        gap = np.maximum.accumulate(key_end.take(order))[:-1] - key_start.take(order)[1:]
+        if legacy:
+            gap += 1.0
+        np.less_equal(gap, 0.0, out=new[1:])
+    first = np.flatnonzero(new)
+    size = np.empty(first.size, dtype=np.int64)
+    np.subtract(first[1:], first[:-1], out=size[:-1])
+    size[-1] = n - first[-1]
+    single = order.take(first[size == 1])
+    multi = np.flatnonzero(size > 1)
+    if multi.size == 0:
+        return [], single
+
+    sizes = size.take(multi)
+    widest = int(sizes.max())
+    if classes * multi.size * widest <= _MERGE_ELEMENTS:
+        plan = [np.arange(multi.size)]
+    else:
+        # Bucket the groups by width (a geometric ladder), widest first; a bucket that is
+        # small next to the one before joins it.
+        width_class = np.ceil(np.log(sizes) / np.log(_BUCKET_GROWTH)).astype(np.int64)
+        by_class = np.argsort(-width_class, kind="stable")
+        bounds = np.flatnonzero(np.diff(width_class.take(by_class))) + 1
+        plan = []
+        for chunk in np.split(by_class, bounds):
+            if plan:
+                width = int(sizes.take(plan[-1]).max())
+                if classes * (plan[-1].size + chunk.size) * width <= _MERGE_ELEMENTS:
+                    plan[-1] = np.concatenate((plan[-1], chunk))
+                    continue
+            plan.append(chunk)
+
+    length_sorted = e_sorted - s_sorted
+    buckets = []
+    for chunk in plan:
+        g_first = first.take(multi.take(chunk))
+        g_size = sizes.take(chunk)
+        width = int(g_size.max())
+        cols = np.arange(width)
+        slots = g_first[:, None] + cols  # (G, W) positions in sorted order
+        pad = cols >= g_size[:, None]
+        real = ~pad
+        group_of = np.nonzero(real)[0]  # group of each real member, row by row
+        gs = s_sorted.take(slots, mode="clip")
+        ge = e_sorted.take(slots, mode="clip")
+        gl = length_sorted.take(slots, mode="clip")
+        iou = _iou(gs[real][:, None], ge[real][:, None], gs.take(group_of, axis=0), ge.take(group_of, axis=0),
+                   gl[real][:, None], gl.take(group_of, axis=0), legacy)
+        members = order.take(slots, mode="clip")
+        members[pad] = n
+        buckets.append(_Bucket(members, g_size, np.flatnonzero(real), iou))
+    return buckets, single
 
 
 def _check(segments, scores, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -109,19 +163,21 @@ def _check(segments, scores, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return seg, sc2, single
 
 
-class _Batch(NamedTuple):
-    cur: np.ndarray  # (K*G, M) current scores, row = (class, group); -inf for padding
-    flat_rows: np.ndarray  # (K*G,) row * M, to address cur.ravel()
-    pair_rows: np.ndarray  # (K*G,) group * M, to address the (G*M, M) pair tables
+def _rows(bucket: _Bucket, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Current scores (K*G, W) of a bucket, row = (class, group), and per row the
+    offsets into the flat scores and into the (G*W, W) pair tables."""
+    k = padded.shape[0]
+    n_groups, width = bucket.members.shape
+    cur = padded.take(bucket.members, axis=1).reshape(k * n_groups, width)
+    rows = np.arange(k * n_groups)
+    return cur, rows * width, rows % n_groups * width
 
 
-def _batch(g: _Groups, scores: np.ndarray) -> _Batch:
-    k = scores.shape[0]
-    n_groups, width = g.table.shape
-    cur = scores[:, g.table]  # (K, G, M)
-    cur[:, g.pad] = -np.inf
-    return _Batch(cur.reshape(k * n_groups, width), np.arange(k * n_groups) * width,
-                  np.tile(np.arange(n_groups) * width, k))
+def _with_sentinel(sc: np.ndarray) -> np.ndarray:
+    padded = np.empty((sc.shape[0], sc.shape[1] + 1), dtype=np.float64)
+    padded[:, :-1] = sc
+    padded[:, -1] = -np.inf
+    return padded
 
 
 def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) -> np.ndarray:
@@ -139,35 +195,42 @@ def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) 
     return out[0] if single else out
 
 
-def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, legacy: bool) -> np.ndarray:
-    """soft_nms without the checks: start, end (N,) float64 contiguous; sc (K, N)."""
-    if start.shape[0] == 0 or sc.shape[0] == 0:
-        return sc.copy()
-    g = _groups(start, end, legacy)
-    n_groups, width = g.table.shape
-    # Row g * M + p: the factors applied when member p of group g is picked. Floored at
-    # the smallest normal float so -inf (picked, padding) never meets 0.
-    weight = np.ones((n_groups * width, width), dtype=np.float64)
-    weight[g.rows] = np.maximum(np.exp(-(g.iou * g.iou) / sigma), np.finfo(np.float64).tiny)
-    b = _batch(g, sc)
-    cur = b.cur
-    flat = cur.reshape(-1)
-    picks = np.empty((width, cur.shape[0]), dtype=np.int64)
-    values = np.empty((width, cur.shape[0]), dtype=np.float64)
-    for step in range(width):
-        idx = cur.argmax(axis=1)
-        where = b.flat_rows + idx
-        values[step] = flat.take(where)
-        picks[step] = idx
-        cur *= weight.take(b.pair_rows + idx, axis=0)
-        flat[where] = -np.inf
-    # Row r = (class r // G, group r % G) picked its member picks[s, r] at step s; steps
-    # past the group's size picked padding (a -inf) and are skipped.
-    done = values > -np.inf
-    member = g.table.reshape(-1).take(b.pair_rows + picks)
-    cls_offset = np.repeat(np.arange(sc.shape[0]) * sc.shape[1], n_groups)
+def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, legacy: bool,
+              sets: np.ndarray | None = None) -> np.ndarray:
+    """soft_nms without the checks: start, end (N,) float64; sc (K, N), where -inf
+    marks an absent (class, segment) pair. Segments of different `sets` never interact."""
     out = sc.copy()
-    out.reshape(-1)[(cls_offset + member)[done]] = values[done]
+    if start.shape[0] == 0 or sc.shape[0] == 0:
+        return out
+    buckets, _ = _buckets(start, end, legacy, sets, sc.shape[0])
+    if not buckets:
+        return out
+    padded = _with_sentinel(sc)
+    flat_out = out.reshape(-1)
+    n = sc.shape[1]
+    for b in buckets:
+        n_groups, width = b.members.shape
+        # Row g * W + p: the factors applied when member p of group g is picked. Floored
+        # at the smallest normal float so -inf (picked, padding) never meets 0.
+        weight = np.ones((n_groups * width, width), dtype=np.float64)
+        weight[b.rows] = np.maximum(np.exp(-(b.iou * b.iou) / sigma), _TINY)
+        cur, flat_rows, pair_rows = _rows(b, padded)
+        flat = cur.reshape(-1)
+        picks = np.empty((width, cur.shape[0]), dtype=np.int64)
+        values = np.empty((width, cur.shape[0]), dtype=np.float64)
+        for step in range(width):
+            idx = cur.argmax(axis=1)
+            where = flat_rows + idx
+            values[step] = flat.take(where)
+            picks[step] = idx
+            cur *= weight.take(pair_rows + idx, axis=0)
+            flat[where] = -np.inf
+        # Row r = (class r // G, group r % G) picked member picks[s, r] at step s; a
+        # value of -inf is padding or an absent pair and changes nothing.
+        done = values > -np.inf
+        member = b.members.reshape(-1).take(pair_rows + picks)
+        target = np.repeat(np.arange(sc.shape[0]) * n, n_groups) + member
+        flat_out[target[done]] = values[done]
     return out
 
 
@@ -184,28 +247,35 @@ def hard_nms(segments, scores, iou_threshold: float = 0.5, legacy_length: bool =
 
 
 def _hard_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, iou_threshold: float,
-              legacy: bool) -> np.ndarray:
-    """hard_nms without the checks: start, end (N,) float64 contiguous; sc (K, N)."""
+              legacy: bool, sets: np.ndarray | None = None) -> np.ndarray:
+    """hard_nms without the checks: start, end (N,) float64; sc (K, N), where -inf
+    marks an absent (class, segment) pair (never kept)."""
+    present = sc > -np.inf
     keep = np.zeros(sc.shape, dtype=bool)
     if start.shape[0] == 0 or sc.shape[0] == 0:
         return keep
-    g = _groups(start, end, legacy)
-    n_groups, width = g.table.shape
-    drop = np.zeros((n_groups * width, width), dtype=bool)
-    drop[g.rows] = g.iou >= iou_threshold
-    drop[g.rows, g.pos] = True  # the kept one itself
-    b = _batch(g, sc)
-    cur = b.cur
-    flat = cur.reshape(-1)
-    table = g.table.reshape(-1)
-    cls_offset = np.repeat(np.arange(sc.shape[0]) * sc.shape[1], n_groups)
-    out = keep.reshape(-1)
-    for _ in range(width):
-        idx = cur.argmax(axis=1)
-        live = flat.take(b.flat_rows + idx) > -np.inf
-        if not live.any():
-            break
-        rows = b.pair_rows + idx
-        out[(cls_offset + table.take(rows))[live]] = True
-        cur[drop.take(rows, axis=0) & live[:, None]] = -np.inf
+    buckets, single = _buckets(start, end, legacy, sets, sc.shape[0])
+    keep[:, single] = present[:, single]
+    if not buckets:
+        return keep
+    padded = _with_sentinel(sc)
+    flat_keep = keep.reshape(-1)
+    n = sc.shape[1]
+    for b in buckets:
+        n_groups, width = b.members.shape
+        drop = np.zeros((n_groups * width, width), dtype=bool)
+        drop[b.rows] = b.iou >= iou_threshold
+        drop[b.rows, b.rows % width] = True  # the kept one itself
+        cur, flat_rows, pair_rows = _rows(b, padded)
+        flat = cur.reshape(-1)
+        members = b.members.reshape(-1)
+        offset = np.repeat(np.arange(sc.shape[0]) * n, n_groups)
+        for _ in range(width):
+            idx = cur.argmax(axis=1)
+            live = flat.take(flat_rows + idx) > -np.inf
+            if not live.any():
+                break
+            pair = pair_rows + idx
+            flat_keep[(offset + members.take(pair))[live]] = True
+            cur[drop.take(pair, axis=0) & live[:, None]] = -np.inf
     return keep

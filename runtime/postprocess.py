@@ -12,16 +12,16 @@ setting lives in `PostprocessConfig`, which a model bundle records.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from runtime.detections import Detections
 from runtime.errors import ConfigError, DataError
 from runtime.nms import _hard_nms, _soft_nms
-from runtime.proposals import contrast_scores, find_runs
+from runtime.proposals import contrast_scores_many, find_runs
 
 NMS_METHODS = ("soft", "hard", "none")
 
@@ -161,8 +161,8 @@ def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.
         att = att[:, 0]
     if att.ndim != 1 or att.shape[0] != cas.shape[0]:
         raise DataError(f"{where}attention must have shape (T,) or (T, 1) with T = {cas.shape[0]}, got {att.shape}")
-    if not (np.issubdtype(cas.dtype, np.number) and np.issubdtype(att.dtype, np.number)):
-        raise DataError(f"{where}CAS and attention must be numeric arrays")
+    if cas.dtype.kind not in "fiu" or att.dtype.kind not in "fiu":
+        raise DataError(f"{where}CAS and attention must be numeric arrays, got {cas.dtype} and {att.dtype}")
     cas = cas.astype(np.float64, copy=False)
     att = att.astype(np.float64, copy=False)
     if not np.isfinite(cas).all():
@@ -172,22 +172,43 @@ def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.
     return cas, att
 
 
-def _video_scores(weighted: np.ndarray, topk_ratio: float) -> np.ndarray:
-    t = weighted.shape[0]
+def _weighted_rows(cas: np.ndarray, att: np.ndarray) -> np.ndarray:
+    """`cas * attention` laid out as (C+1, T): one contiguous row per class."""
+    out = np.empty((cas.shape[1], cas.shape[0]), dtype=np.float64)
+    np.multiply(cas.T, att, out=out)
+    return out
+
+
+def _video_scores(rows: np.ndarray, topk_ratio: float) -> np.ndarray:
+    """Softmax of the top-k means of the (C+1, T) rows, background dropped."""
+    t = rows.shape[1]
     k = max(1, int(t // topk_ratio))
-    # Partition along contiguous rows (one per class): faster than along axis 0.
-    top = np.partition(np.ascontiguousarray(weighted.T), t - k, axis=1)[:, t - k:]
-    pooled = top.mean(axis=1)
-    pooled = np.exp(pooled - pooled.max())
-    return (pooled / pooled.sum())[:-1]
+    pooled = np.partition(rows, t - k, axis=1)[:, t - k:].mean(axis=1)
+    pooled -= pooled.max()
+    np.exp(pooled, out=pooled)
+    pooled /= pooled.sum()
+    return pooled[:-1]
 
 
 def video_scores(cas: Any, attention: Any, config: PostprocessConfig | None = None) -> np.ndarray:
     """Video-level class probabilities p_c (C,): top-k mean of `cas * attention` over
-    time, softmax over the C+1 columns, background dropped."""
+    time (k = max(1, floor(T / topk_ratio))), softmax over the C+1 columns, background
+    dropped."""
     config = config or PostprocessConfig()
     cas, att = _check_inputs(cas, attention, "")
-    return _video_scores(cas * att[:, None], config.topk_ratio)
+    return _video_scores(_weighted_rows(cas, att), config.topk_ratio)
+
+
+def _duration(value: Any, video: str) -> float:
+    if value is None:
+        return math.inf
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"video {video!r}: duration {value!r} is not a number of seconds") from None
+    if not math.isfinite(out) or out <= 0:
+        raise DataError(f"video {video!r}: duration {value!r} must be a positive number of seconds")
+    return out
 
 
 def localize(cas: Any, attention: Any, config: PostprocessConfig | None = None, video: str = "",
@@ -199,55 +220,158 @@ def localize(cas: Any, attention: Any, config: PostprocessConfig | None = None, 
     they are clipped to [0, duration] (after NMS, so scores match the released code)
     and detections left empty by the clipping are dropped. `classes` names the C
     classes (default `class_0`, ...). Detections come out per class in class order,
-    by descending score within a class (by score overall with `max_detections`).
+    by descending score within a class; ties keep proposal order (threshold, then time).
     """
+    return localize_many([(video, cas, attention, duration)], config, classes)
+
+
+class _Video(NamedTuple):
+    index: int  # position in the input
+    attention: np.ndarray  # (T,)
+    rows: np.ndarray  # (K, T) attention-weighted CAS of the kept classes
+    kept: np.ndarray  # (K,) kept class indices
+    probs: np.ndarray  # (K,) their video scores
+
+
+def localize_many(videos: Iterable[Sequence[Any]], config: PostprocessConfig | None = None,
+                  classes: Sequence[str] | None = None) -> Detections:
+    """`localize` for many videos in one call: items are `(video, cas, attention)` or
+    `(video, cas, attention, duration)`. The result equals concatenating `localize` of
+    each video (same detections, same order, bit for bit), but proposals, scores and the
+    NMS loops of all videos are computed together, so a set of videos costs much less
+    than one call per video."""
     config = config or PostprocessConfig()
-    cas, att = _check_inputs(cas, attention, video)
-    num_classes = cas.shape[1] - 1
-    names = [f"class_{i}" for i in range(num_classes)] if classes is None else list(classes)
-    if len(names) != num_classes:
-        raise DataError(f"video {video!r}: CAS has {num_classes} classes (+ background) but {len(names)} class names were given")
-    if duration is not None:
-        duration = float(duration)
-        if not math.isfinite(duration) or duration <= 0:
-            raise DataError(f"video {video!r}: duration {duration} must be a positive number of seconds")
-
-    weighted = cas * att[:, None]
-    scores = _video_scores(weighted, config.topk_ratio)
-    kept = np.flatnonzero(scores >= config.class_threshold)
-    runs = find_runs(att, np.asarray(config.action_thresholds))
-    if kept.size == 0 or runs.start.size == 0:
+    names, ids, durations, todo = _read_videos(videos, config, classes)
+    if not todo:
         return Detections.empty(names)
-
-    # (K, n): one row of candidate scores per kept class over the shared proposals.
-    cand = contrast_scores(weighted[:, kept], runs.start, runs.end, config.outer_ratio).T
-    cand += config.score_weight * scores[kept][:, None]
-    t_start = runs.start * config.snippet_seconds
-    t_end = (runs.end + 1) * config.snippet_seconds
-
-    keep = None
+    vid, first, last = _proposals(todo, config.action_thresholds)
+    if vid.size == 0:
+        return Detections.empty(names)
+    scores, labels = _candidate_scores(todo, vid, first, last, config)
+    start = first * config.snippet_seconds
+    end = (last + 1) * config.snippet_seconds
+    sets = vid if len(todo) > 1 else None
     if config.nms == "soft":
-        cand = _soft_nms(t_start, t_end, cand, config.nms_sigma, config.legacy_nms_length)
+        scores = _soft_nms(start, end, scores, config.nms_sigma, config.legacy_nms_length, sets)
     elif config.nms == "hard":
-        keep = _hard_nms(t_start, t_end, cand, config.nms_iou, config.legacy_nms_length)
+        keep = _hard_nms(start, end, scores, config.nms_iou, config.legacy_nms_length, sets)
+        scores = np.where(keep, scores, -np.inf)
+    part, label, score, col = _ranked(scores, labels, vid, len(todo))
+    video_index = np.array([v.index for v in todo], dtype=np.int64).take(part)
+    cols = _trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config.max_detections)
+    video_index, label, score, t_start, t_end = cols
+    return Detections.from_arrays(names, np.array(ids, dtype=object).take(video_index), label, score, t_start, t_end)
 
-    # Per class, descending score; ties keep proposal order (threshold, then time).
-    order = np.argsort(-cand, axis=1, kind="stable")
-    score = np.take_along_axis(cand, order, axis=1)
-    label = np.repeat(kept, order.shape[1])
-    idx = order.reshape(-1)
-    score = score.reshape(-1)
-    if keep is not None:
-        kept_rows = np.take_along_axis(keep, order, axis=1).reshape(-1)
-        label, score, idx = label[kept_rows], score[kept_rows], idx[kept_rows]
-    start, end = t_start.take(idx), t_end.take(idx)
-    if duration is not None:
-        np.clip(start, 0.0, duration, out=start)
-        np.clip(end, 0.0, duration, out=end)
-        ok = end > start
+
+def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, classes: Sequence[str] | None):
+    """Check every video, compute its video scores and keep the classes above the
+    threshold (steps 1-2)."""
+    names = None if classes is None else list(classes)
+    ids: list[str] = []
+    durations: list[float] = []
+    todo: list[_Video] = []
+    for item in videos:
+        if len(item) not in (3, 4):
+            raise DataError("localize_many: each item must be (video, cas, attention) or "
+                            "(video, cas, attention, duration)")
+        video = str(item[0])
+        cas, att = _check_inputs(item[1], item[2], video)
+        if names is None:
+            names = [f"class_{i}" for i in range(cas.shape[1] - 1)]
+        elif cas.shape[1] - 1 != len(names):
+            raise DataError(f"video {video!r}: CAS has {cas.shape[1] - 1} classes (+ background) "
+                            f"but {len(names)} class names were given")
+        durations.append(_duration(item[3] if len(item) == 4 else None, video))
+        rows = _weighted_rows(cas, att)
+        probs = _video_scores(rows, config.topk_ratio)
+        kept = np.flatnonzero(probs >= config.class_threshold)
+        if kept.size:
+            todo.append(_Video(len(ids), att, rows.take(kept, axis=0), kept, probs.take(kept)))
+        ids.append(video)
+    if names is None:
+        raise DataError("localize_many: no videos given and no class names for an empty result")
+    return names, ids, durations, todo
+
+
+def _proposals(todo: list[_Video], thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of every video (step 3) as (video slot, first, last snippet), grouped by
+    video, each video's runs in (threshold, time) order. The attentions are laid end to
+    end with one -inf between videos, so no run crosses into the next video."""
+    if len(todo) == 1:
+        runs = find_runs(todo[0].attention, thresholds)
+        return np.zeros(runs.start.size, dtype=np.int64), runs.start, runs.end
+    lengths = np.array([v.attention.size for v in todo])
+    bases = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    joined = np.full(int(lengths.sum() + lengths.size), -np.inf)
+    for b, v in zip(bases.tolist(), todo, strict=True):
+        joined[b:b + v.attention.size] = v.attention
+    runs = find_runs(joined, thresholds)
+    vid = np.searchsorted(bases, runs.start, side="right") - 1
+    by_video = np.argsort(vid, kind="stable")
+    vid = vid.take(by_video)
+    return vid, runs.start.take(by_video) - bases.take(vid), runs.end.take(by_video) - bases.take(vid)
+
+
+def _candidate_scores(todo: list[_Video], vid: np.ndarray, first: np.ndarray, last: np.ndarray,
+                      config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (K, n) of every proposal for every kept-class slot (step 4) and the class
+    index of each (slot, video) (K, V). A slot past a video's kept classes is -inf."""
+    lengths = np.array([v.attention.size for v in todo])
+    k_max = max(v.kept.size for v in todo)
+    if len(todo) == 1:
+        rows, labels, probs, present = todo[0].rows[None], todo[0].kept[:, None], todo[0].probs[:, None], None
+    else:
+        rows = np.zeros((len(todo), k_max, int(lengths.max())))
+        labels = np.zeros((k_max, len(todo)), dtype=np.int64)
+        probs = np.zeros((k_max, len(todo)))
+        present = np.zeros((k_max, len(todo)), dtype=bool)
+        for p, v in enumerate(todo):
+            rows[p, :v.kept.size, :v.attention.size] = v.rows
+            labels[:v.kept.size, p] = v.kept
+            probs[:v.kept.size, p] = v.probs
+            present[:v.kept.size, p] = True
+    scores = contrast_scores_many(rows, vid, first, last, lengths, config.outer_ratio)
+    scores += config.score_weight * probs.take(vid, axis=1)
+    if present is not None and k_max > 1:
+        scores[~present.take(vid, axis=1)] = -np.inf
+    return scores, labels
+
+
+def _ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos: int):
+    """Surviving (video slot, class, score, column) per video, per class in class order,
+    by descending score (ties: proposal order): one short stable sort per (video, class)
+    row of a padded (V, K, n) array."""
+    if num_videos == 1:
+        offsets = np.zeros(1, dtype=np.int64)
+        grid = scores[None]
+    else:
+        counts = np.bincount(vid, minlength=num_videos)
+        offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        grid = np.full((num_videos, scores.shape[0], int(counts.max())), -np.inf)
+        grid[vid, :, np.arange(vid.size) - offsets.take(vid)] = scores.T
+    order = np.argsort(-grid, axis=2, kind="stable")
+    ranked = np.take_along_axis(grid, order, axis=2)
+    part, slot, rank = np.nonzero(ranked > -np.inf)
+    return part, labels[slot, part], ranked[part, slot, rank], order[part, slot, rank] + offsets.take(part)
+
+
+def _trim(video_index: np.ndarray, label: np.ndarray, score: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
+          durations: np.ndarray, max_detections: int | None):
+    """Clip times to [0, duration], drop what the clipping empties, keep the top N per
+    video (by score; ties: earlier in the output) in output order."""
+    cols = (video_index, label, score, t_start, t_end)
+    limit = durations.take(video_index)
+    if np.isfinite(limit).any():
+        np.clip(t_start, 0.0, limit, out=t_start)
+        np.clip(t_end, 0.0, limit, out=t_end)
+        ok = t_end > t_start
         if not ok.all():
-            label, score, start, end = label[ok], score[ok], start[ok], end[ok]
-    if config.max_detections is not None and score.size > config.max_detections:
-        top = np.argsort(-score, kind="stable")[:config.max_detections]
-        label, score, start, end = label[top], score[top], start[top], end[top]
-    return Detections.from_arrays(names, video, label, score, start, end)
+            cols = tuple(x[ok] for x in cols)
+    if max_detections is not None and cols[2].size > max_detections:
+        video_index, score = cols[0], cols[2]
+        position = np.arange(score.size)
+        by_score = np.lexsort((position, -score, video_index))
+        first = np.searchsorted(video_index[by_score], video_index[by_score], side="left")
+        chosen = np.sort(by_score[(position - first) < max_detections])
+        cols = tuple(x[chosen] for x in cols)
+    return cols

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from runtime.detections import Detections
-from runtime.postprocess import PostprocessConfig, localize, video_scores
+from runtime.postprocess import PostprocessConfig, localize_many, video_scores
 from training.config import TrainConfig
 from training.data import WtalDataset
 
@@ -62,9 +62,7 @@ def detect_dataset(model: torch.nn.Module, data: WtalDataset, post: PostprocessC
                    device: torch.device) -> tuple[Detections, dict[str, np.ndarray]]:
     """Detections and video-level class scores for every video of `data`."""
     outputs = run_model(model, data.features, device)
-    parts, scores = [], {}
-    for name, (cas, att) in zip(data.names, outputs, strict=True):
-        duration = data.annotations.videos[name].duration
-        parts.append(localize(cas, att, post, video=name, duration=duration, classes=data.classes))
-        scores[name] = video_scores(cas, att, post)
-    return Detections.concatenate(parts, classes=data.classes), scores
+    items = [(name, cas, att, data.annotations.videos[name].duration)
+             for name, (cas, att) in zip(data.names, outputs, strict=True)]
+    scores = {name: video_scores(cas, att, post) for name, cas, att, _ in items}
+    return localize_many(items, post, classes=data.classes), scores

@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
             net.train()
             sums: dict[str, float] = {}
             seen, snippets, t0 = 0, 0, time.perf_counter()
-            bar.reset(task, total=len(loader), epoch=epoch)
+            bar.reset(task, total=len(loader), epoch=epoch, epochs=cfg.epochs, losses="", rate="-")
             for feats, labels, lengths in loader:
                 feats, labels, lengths = feats.to(device), labels.to(device), lengths.to(device)
                 mask = torch.arange(feats.shape[1], device=device)[None, :] < lengths[:, None]

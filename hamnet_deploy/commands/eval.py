@@ -1,7 +1,133 @@
-"""`hamnet eval` (placeholder until implemented)."""
+"""`hamnet eval PREDICTIONS --annotations ANN`: detection mAP of a results file (SPEC §5).
+
+The command is split into loading the ground truth, getting the detections, scoring
+and reporting, so other sources of detections (a checkpoint or bundle plus features)
+can be added as another branch of `_detections` without touching the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from hamnet_deploy.console import console, err_console, handle_errors
+from runtime.annotations import Annotations
+from runtime.errors import ConfigError, DataError
+from runtime.report import map_table
+
+
+def load_ground_truth(path: Path) -> Annotations:
+    """A per-video annotation JSON, or a W-TALC annotation folder (pickled arrays: only
+    for trusted datasets the user names)."""
+    if path.is_dir():
+        from training.wtalc import load_wtalc_annotations
+
+        return load_wtalc_annotations(path)
+    from runtime.annotations import load_annotation_json
+
+    return load_annotation_json(path)
+
+
+def read_video_list(path: Path) -> list[str]:
+    """One video id per line; blank lines and `#` comments are skipped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: exclude file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read exclude file ({exc})") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def choose_subset(gt: Annotations, videos: list[str], subset: str) -> str | None:
+    """`all` -> every video; `auto` -> the one subset holding all predicted videos
+    (every video when they span several or none); anything else must exist."""
+    key = subset.strip()
+    if key.lower() == "all":
+        return None
+    if key.lower() == "auto":
+        found = {gt.videos[v].subset for v in videos if v in gt.videos}
+        return found.pop() if len(found) == 1 else None
+    if key not in gt.subsets():
+        raise ConfigError(f"--subset {key!r}: the annotations have subsets {', '.join(gt.subsets()) or 'none'}; "
+                          f"pick one, or 'all'")
+    return key
+
+
+def _detections(predictions: Path, gt: Annotations):
+    """The detections to score. Today: a results JSON or CSV."""
+    from runtime.detections import read_results
+
+    if predictions.is_dir():
+        raise ConfigError(f"{predictions}: is a folder; give a results JSON or CSV file")
+    return read_results(predictions, gt.classes)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("eval")
+    @handle_errors
+    def eval_command(
+        predictions: Annotated[Path, typer.Argument(
+            help="Detections: ActivityNet results JSON ({\"results\": {video: [{label, score, segment}]}}) "
+                 "or CSV (video,label,score,t_start,t_end).")],
+        annotations: Annotated[Path, typer.Option(
+            "--annotations", "-a", help="Ground truth: per-video annotation JSON, or a W-TALC annotation "
+                                        "folder (pickled arrays: trusted data only).")],
+        subset: Annotated[str, typer.Option(
+            "--subset", help="Videos to evaluate: a subset name (e.g. test), 'all', or 'auto' (the subset "
+                             "holding the predicted videos).")] = "auto",
+        exclude_file: Annotated[Path | None, typer.Option(
+            "--exclude-file", help="File with video ids to leave out, one per line.")] = None,
+        ambiguous: Annotated[Path | None, typer.Option(
+            "--ambiguous", help="Ambiguous regions (`video start end` per line, e.g. THUMOS14 "
+                                "Ambiguous_test.txt): false positives overlapping them are not counted.")] = None,
+        thresholds: Annotated[str, typer.Option(
+            "--thresholds", help="tIoU thresholds: thumos (0.1:0.1:0.7), activitynet (0.5:0.05:0.95) or "
+                                 "a list like 0.3,0.5,0.7.")] = "thumos",
+        per_class: Annotated[bool, typer.Option("--per-class", help="Add one row of AP per class.")] = False,
+        json_out: Annotated[Path | None, typer.Option(
+            "--json", help="Also write the result (mAP per threshold, per-class AP, settings) as JSON.")] = None,
+    ) -> None:
+        """Score detections against ground truth: mAP per tIoU threshold and their average."""
+        from runtime.evaluation import evaluate_detection, load_ambiguous, parse_thresholds
+        from runtime.fileio import write_json_atomic
+
+        tiou = parse_thresholds(thresholds)
+        if not annotations.exists():
+            raise DataError(f"{annotations}: annotations not found; give the annotation JSON or W-TALC folder")
+        gt = load_ground_truth(annotations)
+        dets = _detections(predictions, gt)
+        chosen = choose_subset(gt, dets.videos(), subset)
+        exclude = read_video_list(exclude_file) if exclude_file is not None else []
+        regions = load_ambiguous(ambiguous) if ambiguous is not None else None
+        result = evaluate_detection(gt, dets, tiou, subset=chosen, exclude=exclude, ambiguous=regions)
+
+        where = f"subset {chosen}" if chosen is not None else "all subsets"
+        title = (f"{predictions.name}: {len(dets)} detections, {result.num_videos} videos ({where}), "
+                 f"{int(result.num_ground_truth.sum())} ground-truth segments")
+        # Never let a narrow terminal (or a pipe: 80 columns) drop threshold columns.
+        names = max((len(c) for c in result.classes), default=4) if per_class else 8
+        needed = names + 8 * (len(tiou) + 1) + 2
+        out = console if console.width >= needed else Console(width=needed, highlight=False)
+        out.print(map_table(result, per_class=per_class, title=title))
+        if result.dropped_predictions:
+            console.print(f"[dim]{result.dropped_predictions} detections of annotated videos outside the "
+                          f"evaluated set were left out[/]")
+        if result.ambiguous_ignored is not None:
+            console.print("[dim]false positives forgiven for overlapping Ambiguous regions: "
+                          + ", ".join(f"{t:g}: {n}" for t, n in zip(result.thresholds, result.ambiguous_ignored,
+                                                                     strict=True)) + "[/]")
+        if result.unknown_videos:
+            shown = ", ".join(result.unknown_videos[:3])
+            err_console.print(f"[yellow]warning:[/] {len(result.unknown_videos)} predicted videos are not in "
+                              f"{annotations.name} (e.g. {shown}); their detections count as false positives")
+        if json_out is not None:
+            report = result.to_dict()
+            report["settings"] = {"predictions": str(predictions), "annotations": str(annotations),
+                                  "subset": chosen, "excluded": len(exclude),
+                                  "ambiguous": None if ambiguous is None else str(ambiguous)}
+            write_json_atomic(json_out, report)
+            console.print(f"wrote {json_out}")

@@ -1,0 +1,512 @@
+"""TensorRT runner: a serialized engine from the bundle, run on a CUDA GPU.
+
+Contract shared by every backend (see `runtime.backends`): ``TensorRTRunner(engine_path,
+manifest_entry)``, ``activate()``, ``infer(features [B, T, D] float32) -> (cas [B, T, C+1],
+attention [B, T, 1])``, ``deactivate()``, context manager; attributes ``name``,
+``max_t``, ``max_batch``, ``input_dim``.
+
+- `tensorrt` is imported inside `activate()`, so importing this module needs NumPy only
+  (CPU machines, CI). No PyTorch either: device buffers come from cuda-python
+  (`cuda.bindings.runtime`, or the older `cuda.cudart`) when installed, else from the
+  CUDA driver library through ctypes (present wherever an NVIDIA driver is, Jetson
+  included). Everything runs on one non-default stream.
+- Before deserializing, the manifest entry is checked against the installed TensorRT
+  and the GPU (`runtime.trt_compat.check_engine_compatible`) and the file against its
+  SHA-256, so a stale engine is a clear BundleError, not a TensorRT crash.
+- Shapes are checked against the engine's optimisation profile *before* running: a
+  shape outside it raises `ShapeOutsideProfile` (TensorRT would fail in
+  `set_input_shape`; it never clamps). Chunking long videos is the caller's job. A
+  batch smaller than a static (DLA) engine's batch is padded with zero rows.
+- TensorRT 8.5+ / 10.x / 11.x use the named-tensor API (`num_io_tensors`,
+  `set_input_shape`, `set_tensor_address`, `execute_async_v3`); 8.0-8.4 the bindings
+  API (`get_binding_index`, `set_binding_shape`, `execute_async_v2`). The choice is
+  made once, in `_engine_io`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import BackendUnavailable, BundleError, DataError
+from runtime.trt_compat import (
+    check_engine_compatible,
+    check_profile,
+    cuda_devices,
+    cuda_ok,
+    entry_dict,
+    load_cudart,
+    load_libcuda,
+    profile_limits,
+)
+
+TRT_RUNTIME_MISSING = ("TensorRT is not installed: pip install 'hamnet-deploy[trt]' on an NVIDIA GPU "
+                       "machine, or JetPack's python3-libnvinfer on Jetson (virtualenv with "
+                       "--system-site-packages); or run with --backend onnxruntime")
+
+
+def import_tensorrt(missing_message: str = TRT_RUNTIME_MISSING) -> Any:
+    """`import tensorrt`, or BackendUnavailable with `missing_message`."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(missing_message) from exc
+    except Exception as exc:  # OSError etc.: the module is there but libnvinfer will not load
+        raise BackendUnavailable(f"TensorRT is installed but failed to load ({exc}); check that its "
+                                 "CUDA libraries match the driver (nvidia-smi), or run with "
+                                 "--backend onnxruntime") from exc
+    return trt
+
+
+# --------------------------------------------------------------------------- #
+#                               CUDA memory                                   #
+# --------------------------------------------------------------------------- #
+class _CudaPythonMemory:
+    """Device memory and streams through cuda-python's runtime API."""
+
+    source = "cuda-python"
+
+    def __init__(self, cudart: Any) -> None:
+        self.rt = cudart
+        self._h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+
+    def _check(self, result: Any, what: str) -> Any:
+        err = result[0] if isinstance(result, tuple) else result
+        if not cuda_ok(err):
+            raise BackendUnavailable(f"CUDA {what} failed ({err}); check the GPU with nvidia-smi "
+                                     "(or tegrastats on Jetson)")
+        if isinstance(result, tuple) and len(result) > 1:
+            return result[1]
+        return None
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._check(self.rt.cudaMalloc(max(1, int(nbytes))), "cudaMalloc"))
+
+    def free(self, ptr: int) -> None:
+        self.rt.cudaFree(ptr)
+
+    def stream_create(self) -> Any:
+        return self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream)
+
+    def stream_destroy(self, stream: Any) -> None:
+        self.rt.cudaStreamDestroy(stream)
+
+    def h2d_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
+        self._check(self.rt.cudaMemcpyAsync(dst, host.ctypes.data, nbytes, self._h2d, stream),
+                    "cudaMemcpyAsync (host to device)")
+
+    def d2h_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
+        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, src, nbytes, self._d2h, stream),
+                    "cudaMemcpyAsync (device to host)")
+
+    def h2d(self, dst: int, host: np.ndarray, nbytes: int) -> None:
+        self._check(self.rt.cudaMemcpy(dst, host.ctypes.data, nbytes, self._h2d), "cudaMemcpy")
+
+    def synchronize(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+
+class _DriverMemory:
+    """Device memory and streams through the CUDA driver API (libcuda via ctypes).
+
+    Works in the device's primary context, the one the CUDA runtime (and so
+    TensorRT) uses, so pointers are interchangeable with TensorRT's.
+    """
+
+    source = "cuda-driver"
+    _CU_STREAM_NON_BLOCKING = 1
+
+    def __init__(self, lib: Any, device: int = 0) -> None:
+        self.lib = lib
+        u64, size_t, vp = ctypes.c_uint64, ctypes.c_size_t, ctypes.c_void_p
+        lib.cuMemAlloc_v2.argtypes = [ctypes.POINTER(u64), size_t]
+        lib.cuMemFree_v2.argtypes = [u64]
+        lib.cuMemcpyHtoDAsync_v2.argtypes = [u64, vp, size_t, vp]
+        lib.cuMemcpyDtoHAsync_v2.argtypes = [vp, u64, size_t, vp]
+        lib.cuMemcpyHtoD_v2.argtypes = [u64, vp, size_t]
+        lib.cuStreamCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_uint]
+        lib.cuStreamSynchronize.argtypes = [vp]
+        lib.cuStreamDestroy_v2.argtypes = [vp]
+        lib.cuDevicePrimaryCtxRetain.argtypes = [ctypes.POINTER(vp), ctypes.c_int]
+        lib.cuCtxSetCurrent.argtypes = [vp]
+        self._check(lib.cuInit(0), "cuInit")
+        dev = ctypes.c_int(0)
+        self._check(lib.cuDeviceGet(ctypes.byref(dev), int(device)), "cuDeviceGet")
+        self._device = dev.value
+        ctx = vp()
+        self._check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), self._device), "cuDevicePrimaryCtxRetain")
+        self._check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+
+    def _check(self, code: int, what: str) -> None:
+        if code != 0:
+            text = ctypes.c_char_p()
+            getter = getattr(self.lib, "cuGetErrorString", None)
+            if getter is not None:
+                getter(code, ctypes.byref(text))
+            detail = text.value.decode() if text.value else f"error {code}"
+            raise BackendUnavailable(f"CUDA {what} failed ({detail}); check the GPU with nvidia-smi "
+                                     "(or tegrastats on Jetson)")
+
+    def malloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_uint64(0)
+        self._check(self.lib.cuMemAlloc_v2(ctypes.byref(ptr), max(1, int(nbytes))), "cuMemAlloc")
+        return int(ptr.value)
+
+    def free(self, ptr: int) -> None:
+        self.lib.cuMemFree_v2(ptr)
+
+    def stream_create(self) -> Any:
+        stream = ctypes.c_void_p()
+        self._check(self.lib.cuStreamCreate(ctypes.byref(stream), self._CU_STREAM_NON_BLOCKING),
+                    "cuStreamCreate")
+        return stream
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream.value or 0)
+
+    def stream_destroy(self, stream: Any) -> None:
+        self.lib.cuStreamDestroy_v2(stream)
+
+    def h2d_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
+        self._check(self.lib.cuMemcpyHtoDAsync_v2(dst, host.ctypes.data, nbytes, stream), "cuMemcpyHtoDAsync")
+
+    def d2h_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
+        self._check(self.lib.cuMemcpyDtoHAsync_v2(host.ctypes.data, src, nbytes, stream), "cuMemcpyDtoHAsync")
+
+    def h2d(self, dst: int, host: np.ndarray, nbytes: int) -> None:
+        self._check(self.lib.cuMemcpyHtoD_v2(dst, host.ctypes.data, nbytes), "cuMemcpyHtoD")
+
+    def synchronize(self, stream: Any) -> None:
+        self._check(self.lib.cuStreamSynchronize(stream), "cuStreamSynchronize")
+
+
+def cuda_memory_api() -> Any:
+    """Device-memory helper: cuda-python when importable, else the CUDA driver via ctypes.
+
+    Raises BackendUnavailable when neither exists (no NVIDIA driver on this machine).
+    """
+    cudart = load_cudart()
+    if cudart is not None:
+        return _CudaPythonMemory(cudart)
+    lib = load_libcuda()
+    if lib is None:
+        raise BackendUnavailable("no CUDA driver found (libcuda): TensorRT needs an NVIDIA GPU with its "
+                                 "driver; pip install cuda-python, or run with --backend onnxruntime")
+    return _DriverMemory(lib)
+
+
+# --------------------------------------------------------------------------- #
+#                    TensorRT I/O: the one version dispatch                   #
+# --------------------------------------------------------------------------- #
+def _np_dtype(trt: Any, dtype: Any) -> np.dtype:
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except Exception:
+        name = str(dtype).rsplit(".", 1)[-1].upper()
+        table = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT8": np.int8,
+                 "BOOL": np.bool_, "INT64": np.int64, "UINT8": np.uint8}
+        if name not in table:
+            raise BundleError(f"engine tensor type {dtype} has no NumPy equivalent; rebuild the engine "
+                              "with float32 inputs and outputs") from None
+        return np.dtype(table[name])
+
+
+class _TensorIO:
+    """TensorRT 8.5+ named-tensor API (the only one in 10.x and 11.x)."""
+
+    api = "tensors"
+
+    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
+        self.engine, self.context = engine, context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self._dtypes = {n: _np_dtype(trt, engine.get_tensor_dtype(n)) for n in names}
+
+    def dtype(self, name: str) -> np.dtype:
+        return self._dtypes[name]
+
+    def engine_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.engine.get_tensor_shape(name))
+
+    def profile_shapes(self, name: str) -> list[tuple[int, ...]]:
+        return [tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(name, 0)]
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        return self.context.set_input_shape(name, shape) is not False
+
+    def output_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.context.get_tensor_shape(name))
+
+    def bind(self, name: str, ptr: int) -> None:
+        self.context.set_tensor_address(name, int(ptr))
+
+    def execute(self, stream_handle: int) -> bool:
+        return self.context.execute_async_v3(stream_handle) is not False
+
+
+class _BindingIO:
+    """TensorRT 8.0-8.4 bindings API (removed in 10.x)."""
+
+    api = "bindings"
+
+    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
+        self.engine, self.context = engine, context
+        n = engine.num_bindings
+        names = [engine.get_binding_name(i) for i in range(n)]
+        self.inputs = [names[i] for i in range(n) if engine.binding_is_input(i)]
+        self.outputs = [names[i] for i in range(n) if not engine.binding_is_input(i)]
+        self._index = {name: engine.get_binding_index(name) for name in names}
+        self._dtypes = {name: _np_dtype(trt, engine.get_binding_dtype(self._index[name])) for name in names}
+        self._ptrs = [0] * n
+
+    def dtype(self, name: str) -> np.dtype:
+        return self._dtypes[name]
+
+    def engine_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.engine.get_binding_shape(self._index[name]))
+
+    def profile_shapes(self, name: str) -> list[tuple[int, ...]]:
+        return [tuple(int(d) for d in s) for s in self.engine.get_profile_shape(0, self._index[name])]
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        return self.context.set_binding_shape(self._index[name], shape) is not False
+
+    def output_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.context.get_binding_shape(self._index[name]))
+
+    def bind(self, name: str, ptr: int) -> None:
+        self._ptrs[self._index[name]] = int(ptr)
+
+    def execute(self, stream_handle: int) -> bool:
+        return self.context.execute_async_v2(bindings=list(self._ptrs), stream_handle=stream_handle) is not False
+
+
+def _engine_io(trt: Any, engine: Any, context: Any) -> _TensorIO | _BindingIO:
+    """The version dispatch: named tensors where the engine has them (8.5+), else bindings."""
+    if hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"):
+        return _TensorIO(trt, engine, context)
+    return _BindingIO(trt, engine, context)
+
+
+# --------------------------------------------------------------------------- #
+#                                   runner                                    #
+# --------------------------------------------------------------------------- #
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TensorRTRunner:
+    """Runs one TensorRT engine of a bundle.
+
+    Args:
+        engine_path: the engine file (the bundle's `engines[i].file`).
+        manifest_entry: its manifest entry (dict or `runtime.bundle.EngineEntry`): TensorRT
+            version, GPU, compute capability, precision, profile, dla_core, ...
+        verify: check the file's SHA-256 against the entry before loading.
+
+    Runs on CUDA device 0 of those visible (select another with CUDA_VISIBLE_DEVICES).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, manifest_entry: Any, verify: bool = True) -> None:
+        self.engine_path = Path(engine_path)
+        self.entry = dict(entry_dict(manifest_entry))
+        limits = profile_limits(self.entry)
+        self.min_t, self.opt_t, self.max_t = limits["min_t"], limits["opt_t"], limits["max_t"]
+        self.min_batch, self.max_batch = limits["min_batch"], limits["max_batch"]
+        dim = self.entry.get("input_dim")
+        self.input_dim: int | None = int(dim) if dim else None
+        self.precision = str(self.entry.get("precision", ""))
+        self.dla_core = self.entry.get("dla_core")
+        self.verify = verify
+        self._state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def is_active(self) -> bool:
+        return self._state is not None
+
+    def __enter__(self) -> TensorRTRunner:
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def __repr__(self) -> str:
+        return (f"TensorRTRunner({str(self.engine_path)!r}, precision={self.precision}, "
+                f"T {self.min_t}..{self.max_t}, batch {self.min_batch}..{self.max_batch}, "
+                f"{'active' if self.is_active else 'inactive'})")
+
+    def activate(self) -> TensorRTRunner:
+        """Check compatibility, deserialize the engine, allocate buffers at the profile maxima."""
+        if self._state is not None:
+            return self
+        trt = import_tensorrt()
+        if not self.engine_path.is_file():
+            raise BundleError(f"{self.engine_path}: engine file missing; re-export the bundle or run "
+                              "with --backend onnxruntime")
+        devices = cuda_devices()
+        if not devices:
+            raise BackendUnavailable("no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES); "
+                                     "run with --backend onnxruntime")
+        gpu = devices[0]
+        check_engine_compatible(self.entry, trt.__version__, gpu["name"], gpu["compute_capability"])
+        data = self.engine_path.read_bytes()
+        expected = self.entry.get("sha256")
+        if self.verify and expected and hashlib.sha256(data).hexdigest() != expected:
+            raise BundleError(f"{self.engine_path}: checksum does not match the manifest: the engine was "
+                              "modified or damaged; re-export the bundle")
+        cuda = cuda_memory_api()
+        state: dict[str, Any] = {"cuda": cuda, "buffers": {}, "stream": None}
+        try:
+            logger = trt.Logger(trt.Logger.WARNING)
+            runtime = trt.Runtime(logger)
+            if self.entry.get("version_compatible") and hasattr(runtime, "engine_host_code_allowed"):
+                runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
+            if self.dla_core is not None:
+                runtime.DLA_core = int(self.dla_core)
+            engine = runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise BundleError(f"{self.engine_path}: TensorRT {trt.__version__} could not deserialize "
+                                  "the engine (see the TensorRT log above); rebuild it with `hamnet export "
+                                  "... --trt` on this machine or run with --backend onnxruntime")
+            context = engine.create_execution_context()
+            if context is None:
+                raise BackendUnavailable(f"{self.engine_path}: TensorRT could not create an execution "
+                                         "context (out of GPU memory?); close other GPU programs or run "
+                                         "with --backend onnxruntime")
+            state.update(trt=trt, logger=logger, runtime=runtime, engine=engine, context=context)
+            io = _engine_io(trt, engine, context)
+            state["io"] = io
+            self._bind_io(state, io)
+            state["stream"] = cuda.stream_create()
+        except BaseException:
+            self._release(state)
+            raise
+        self._state = state
+        return self
+
+    def _bind_io(self, state: dict[str, Any], io: _TensorIO | _BindingIO) -> None:
+        if len(io.inputs) != 1 or len(io.outputs) != 2:
+            raise BundleError(f"{self.engine_path}: expected 1 input and 2 outputs (cas, attention), the "
+                              f"engine has {io.inputs} and {io.outputs}; re-export the bundle")
+        inp = io.inputs[0]
+        mins, _opts, maxs = io.profile_shapes(inp)
+        if len(maxs) != 3:
+            raise BundleError(f"{self.engine_path}: input {inp!r} has shape rank {len(maxs)}, expected "
+                              "[batch, T, D]; re-export the bundle")
+        dim = int(maxs[2])
+        if self.input_dim is not None and self.input_dim != dim:
+            raise BundleError(f"{self.engine_path}: the engine takes {dim}-D features but the manifest says "
+                              f"{self.input_dim}; re-export the bundle")
+        self.input_dim = dim
+        # The engine's own profile is authoritative; the manifest copy must agree.
+        engine_limits = (int(mins[1]), int(maxs[1]), int(mins[0]), int(maxs[0]))
+        if engine_limits != (self.min_t, self.max_t, self.min_batch, self.max_batch):
+            raise BundleError(f"{self.engine_path}: the engine's profile (T {mins[1]}..{maxs[1]}, batch "
+                              f"{mins[0]}..{maxs[0]}) differs from the manifest's (T {self.min_t}.."
+                              f"{self.max_t}, batch {self.min_batch}..{self.max_batch}); re-export the bundle")
+        outputs = list(io.outputs)
+        if set(outputs) >= {"cas", "attention"}:
+            outputs = ["cas", "attention"]
+        state["input"], state["outputs"] = inp, outputs
+        if io.dtype(inp) != np.float32:
+            raise BundleError(f"{self.engine_path}: input {inp!r} is {io.dtype(inp)}, expected float32; "
+                              "rebuild the engine from the bundle's ONNX file")
+        # Size the buffers for the largest shape of the profile.
+        if not io.set_input_shape(inp, tuple(int(d) for d in maxs)):
+            raise BundleError(f"{self.engine_path}: TensorRT refused the profile's own maximum shape "
+                              f"{tuple(maxs)}; re-export the bundle")
+        cuda = state["cuda"]
+        sizes = {inp: int(np.prod(maxs)) * io.dtype(inp).itemsize}
+        for name in outputs:
+            shape = io.output_shape(name)
+            if any(d < 0 for d in shape) or len(shape) != 3:
+                raise BundleError(f"{self.engine_path}: output {name!r} has shape {shape} at the maximum "
+                                  "input shape, expected [batch, T, channels]; re-export the bundle")
+            sizes[name] = int(np.prod(shape)) * io.dtype(name).itemsize
+        for name, nbytes in sizes.items():
+            state["buffers"][name] = cuda.malloc(nbytes)
+            io.bind(name, state["buffers"][name])
+
+    def _release(self, state: dict[str, Any]) -> None:
+        cuda = state.get("cuda")
+        if cuda is not None:
+            if state.get("stream") is not None:
+                try:
+                    cuda.synchronize(state["stream"])
+                except Exception:
+                    pass
+                cuda.stream_destroy(state["stream"])
+            for ptr in state.get("buffers", {}).values():
+                cuda.free(ptr)
+        # Drop TensorRT objects context first, then engine, then runtime.
+        for key in ("io", "context", "engine", "runtime"):
+            state.pop(key, None)
+        state.clear()
+
+    def deactivate(self) -> None:
+        """Free device buffers, the stream, the context and the engine. Idempotent."""
+        state, self._state = self._state, None
+        if state is not None:
+            self._release(state)
+
+    # ------------------------------------------------------------ inference
+    def check_shape(self, batch: int, T: int) -> None:
+        """Raise ShapeOutsideProfile unless [batch, T, D] fits the engine's profile."""
+        check_profile(self.entry, batch, T)
+
+    def infer(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """features [B, T, D] float32 -> (cas [B, T, C+1], attention [B, T, 1]), float32.
+
+        Raises ShapeOutsideProfile (a DataError) when B or T is outside the engine's
+        profile: split long videos into chunks first.
+        """
+        if self._state is None:
+            raise BackendUnavailable("TensorRTRunner.infer called before activate(); use `with runner:` "
+                                     "or call activate() first")
+        x = np.asarray(features)
+        if x.ndim != 3:
+            raise DataError(f"features must be [batch, T, D], got shape {x.shape}")
+        batch, T, dim = (int(s) for s in x.shape)
+        if dim != self.input_dim:
+            raise DataError(f"features are {dim}-D but the engine {self.engine_path.name} takes "
+                            f"{self.input_dim}-D; use the feature extractor the model was trained with")
+        self.check_shape(batch, T)
+        run_batch = max(batch, self.min_batch)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if run_batch > batch:  # static-batch (DLA) engine: pad with independent zero rows
+            x = np.concatenate([x, np.zeros((run_batch - batch, T, dim), np.float32)], axis=0)
+        st = self._state
+        io, cuda, stream = st["io"], st["cuda"], st["stream"]
+        if not io.set_input_shape(st["input"], (run_batch, T, dim)):
+            raise DataError(f"TensorRT refused input shape {(run_batch, T, dim)} for {self.engine_path.name} "
+                            f"(profile T {self.min_t}..{self.max_t}, batch {self.min_batch}..{self.max_batch}); "
+                            "split the video into chunks")
+        cuda.h2d_async(st["buffers"][st["input"]], x, x.nbytes, stream)
+        hosts = []
+        for name in st["outputs"]:
+            hosts.append(np.empty(io.output_shape(name), dtype=io.dtype(name)))
+        if not io.execute(cuda.stream_handle(stream)):
+            cuda.synchronize(stream)
+            raise BackendUnavailable(f"TensorRT failed to run {self.engine_path.name} (see the TensorRT log "
+                                     "above); run with --backend onnxruntime")
+        for name, host in zip(st["outputs"], hosts, strict=True):
+            cuda.d2h_async(host, st["buffers"][name], host.nbytes, stream)
+        cuda.synchronize(stream)
+        cas, attention = (np.asarray(h[:batch], dtype=np.float32) for h in hosts)
+        return cas, attention

@@ -1,0 +1,208 @@
+"""Static INT8 (QDQ) quantization for CPUs: calibration data, the quantized graph, it runs.
+
+The accuracy guard on a trained model (`hamnet export --verify`) needs
+training.evaluate; see tests/test_export_cli.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.int8_cpu import calibration_features, float_nodes, make_reader, quantize_int8_cpu
+from export.onnx_export import export_onnx, read_metadata
+from export.parity import compare, ort_runner, random_features
+from runtime.errors import DataError
+from training.data import load_dataset
+from training.model import HamNet
+from training.synth import SynthConfig, generate_dataset
+
+D, C = 16, 3
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synth")
+    generate_dataset(folder, SynthConfig(videos=8, dim=D, num_classes=C, seed=1))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, synth):
+    torch.manual_seed(0)
+    model = HamNet(D, C).eval()
+    folder = tmp_path_factory.mktemp("int8")
+    fp32 = folder / "model.onnx"
+    export_onnx(model, fp32, classes=["a", "b", "c"], snippet_seconds=0.64)
+    feats = calibration_features(synth, videos=4, feature_dim=D)
+    result = quantize_int8_cpu(fp32, folder / "model.int8.onnx", feats)
+    return model, fp32, result, feats
+
+
+def test_calibration_features_come_from_the_train_split(synth):
+    ds = load_dataset(synth)
+    train = {n for n in ds.names if ds.annotations.videos[n].subset == "validation"}
+    feats = calibration_features(synth, videos=100, feature_dim=D)
+    assert len(feats) == len(train)
+    train_arrays = [ds.features[ds.names.index(n)] for n in sorted(train)]
+    for x in feats:
+        assert x.dtype == np.float32 and x.shape[1] == D
+        assert any(np.array_equal(x, y) for y in train_arrays)
+    short = calibration_features(synth, videos=2, feature_dim=D, max_snippets=50)
+    assert len(short) == 2 and all(len(x) <= 50 for x in short)
+    assert [x.tolist() for x in short] == [x.tolist() for x in
+                                          calibration_features(synth, videos=2, feature_dim=D, max_snippets=50)]
+
+
+def test_calibration_errors(synth, tmp_path):
+    with pytest.raises(DataError, match="16-D but the model takes 64-D"):
+        calibration_features(synth, feature_dim=64)
+    with pytest.raises(DataError, match="at least 1"):
+        calibration_features(synth, videos=0)
+    with pytest.raises(DataError):
+        calibration_features(tmp_path / "missing")
+
+
+def test_reader_rewinds():
+    feats = [np.zeros((5, D), np.float32), np.ones((7, D), np.float32)]
+    reader = make_reader(feats)
+    shapes = [reader.get_next()["features"].shape for _ in range(2)]
+    assert shapes == [(1, 5, D), (1, 7, D)] and reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next()["features"].shape == (1, 5, D)
+
+
+def test_quantized_graph(quantized):
+    _, fp32, result, feats = quantized
+    proto = onnx.load(str(result.path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
+    assert result.settings["format"] == "QDQ" and result.settings["per_channel"]
+    assert result.calib_videos == 4 and result.calib_snippets == sum(len(f) for f in feats)
+    # the 3-tap convs are quantized (their weights are INT8 initialisers) ...
+    ints = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 3]
+    assert sorted(tuple(i.dims) for i in ints) == sorted([(D, D, 3), (D, D, 3), (512, D, 3), (512, 512, 3)])
+    # ... the 1x1 output convs and the sigmoid stay float
+    assert len(result.float_nodes) == 3
+    assert len(float_nodes(fp32)) == 3
+    floats = {tuple(i.dims) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert (C + 1, D, 1) in floats and (1, 512, 1) in floats
+    assert result.path.stat().st_size < 0.5 * fp32.stat().st_size
+    meta = read_metadata(result.path)
+    assert meta["precision"] == "int8" and meta["classes"] == ["a", "b", "c"] and meta["feature_dim"] == D
+
+
+def test_quantized_model_runs_close_to_fp32(quantized):
+    _, fp32, result, feats = quantized
+    run8 = ort_runner(result.path)
+    for b, t in ((1, 1), (4, 37), (1, 2615)):
+        out = run8(random_features(b, t, D))
+        assert out["cas"].shape == (b, t, C + 1) and out["attention"].shape == (b, t, 1)
+        assert np.isfinite(out["cas"]).all()
+    report = compare(ort_runner(fp32), run8, feature_dim=D, name="int8", atol=0.0, rtol=0.1,
+                     inputs=[(f"video {i}", x[None]) for i, x in enumerate(feats)], enforced=False)
+    cas_abs, cas_rel = report.worst("cas")
+    att_abs, _ = report.worst("attention")
+    assert cas_rel < 0.1 and att_abs < 0.1, report.summary()
+
+
+# --------------------------------------------------------------------------- #
+#              accuracy guard: hamnet export --int8-cpu --verify              #
+# --------------------------------------------------------------------------- #
+def _train_small(data_dir, run_dir, steps: int = 150):
+    """A briefly trained HAM-Net (D = 16, attention width 16) saved as a checkpoint."""
+    from runtime.postprocess import PostprocessConfig
+    from training.checkpoint import save_checkpoint
+    from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from training.losses import HamNetLoss
+
+    ds = load_dataset(data_dir)
+    train = ds.select("validation")
+    cfg = TrainConfig(model=ModelConfig(feature_dim=D, num_classes=C, attention_dim=16), data=DataConfig(feature_dim=D))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: avoid thread spin-waits on a busy 2-core machine
+    torch.manual_seed(0)
+    model = HamNet.from_config(cfg.model)
+    loss_fn = HamNetLoss(cfg.loss)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        idx = rng.choice(len(train), 4)
+        x = np.stack([f[np.sort(rng.choice(len(f), 64, replace=len(f) < 64))]
+                      for f in (train.features[i] for i in idx)])
+        cas, att = model(torch.from_numpy(x))
+        loss, _ = loss_fn(cas, att, torch.from_numpy(train.labels[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.set_num_threads(threads)
+    save_checkpoint(run_dir, 1, model.eval(), None, {"classes": ds.classes, "config": to_dict(cfg),
+                                                     "postprocess": PostprocessConfig().to_dict()})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synth):
+    return _train_small(synth, tmp_path_factory.mktemp("trained") / "run")
+
+
+def _export(*args):
+    from typer.testing import CliRunner
+
+    from hamnet_deploy.cli import app
+
+    return CliRunner().invoke(app, ["export", *map(str, args)])
+
+
+def test_accuracy_guard_passes_and_is_recorded(trained, synth, tmp_path):
+    from runtime.bundle import load_bundle
+
+    out = tmp_path / "b"
+    result = _export(trained, "--out", out, "--int8-cpu", "--calib", synth, "--verify", synth, "--skip-parity-long")
+    assert result.exit_code == 0, result.output
+    assert "accuracy on 4 test videos" in result.output and "accuracy guard ok" in result.output
+    verify = load_bundle(out).manifest.source["verify"]
+    assert verify["passed"] and verify["subset"] == "test" and verify["videos"] == 4
+    ref, fp32, int8 = verify["pytorch"], verify["onnx"], verify["onnx_int8"]
+    assert len(ref["mAP"]) == 7  # THUMOS14 tIoU 0.1 .. 0.7
+    assert 0.0 <= ref["average_mAP"] <= 1.0 and 0.0 <= ref["classification_mAP"] <= 1.0
+    # FP32 ONNX localizes exactly like PyTorch (masked batches) ...
+    assert fp32["average_mAP"] == pytest.approx(ref["average_mAP"], abs=1e-6)
+    # ... and the INT8 model stays within the guard's 1 point
+    assert 100 * (ref["average_mAP"] - int8["average_mAP"]) <= 1.0
+
+
+def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tmp_path, monkeypatch):
+    import export.parity
+    from runtime.bundle import load_bundle
+
+    monkeypatch.setattr(export.parity, "accuracy_guard", lambda ref, cands, max_drop: [
+        f"{cands[-1].name}: a drop of 5.00 points > --max-drop {max_drop:g}"])
+    args = (trained, "--out", tmp_path / "b", "--int8-cpu", "--calib", synth, "--verify", synth,
+            "--skip-parity-long", "--max-drop", "0.5")
+    result = _export(*args)
+    assert result.exit_code == 2, result.output
+    assert "accuracy guard: onnx_int8: a drop of 5.00 points > --max-drop 0.5" in result.output
+    assert "--allow-drop" in result.output
+    assert not (tmp_path / "b").exists() and os.listdir(tmp_path) == []
+    result = _export(*args, "--allow-drop")
+    assert result.exit_code == 0, result.output
+    assert "accuracy drop allowed" in result.output
+    assert load_bundle(tmp_path / "b").manifest.source["verify"]["passed"] is False
+
+
+def test_accuracy_guard_rule():
+    from export.parity import TaskScore, accuracy_guard
+
+    def score(name, avg):
+        return TaskScore(name, (0.5,), [avg], avg, 0.5)
+
+    ref = score("pytorch", 0.40)
+    assert accuracy_guard(ref, [score("onnx", 0.40), score("onnx_int8", 0.392)], 1.0) == []
+    (msg,) = accuracy_guard(ref, [score("onnx_int8", 0.385)], 1.0)
+    assert msg.startswith("onnx_int8: average mAP 38.50 vs 40.00") and "1.50 points" in msg
+    assert accuracy_guard(ref, [score("onnx_int8", float("nan"))], 1.0)

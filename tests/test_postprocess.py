@@ -1,0 +1,335 @@
+"""Localization post-processing (SPEC §4): hand-computed cases for every step, the
+settings dataclass, the result files, and agreement with the plain-Python reference in
+bench/postprocess_speed.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.detections import Detections, read_results
+from runtime.errors import ConfigError, DataError
+from runtime.postprocess import (
+    PostprocessConfig,
+    localize,
+    localize_many,
+    thresholds_paper,
+    thresholds_released,
+    video_scores,
+)
+from runtime.proposals import contrast_scores, find_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+C_SELF = math.exp(-1 / 0.3)  # soft-NMS factor between identical segments (IoU 1)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("postprocess_speed", ROOT / "bench" / "postprocess_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ----------------------------------------------------------------------------- settings
+
+def test_defaults_are_the_released_code():
+    cfg = PostprocessConfig()
+    assert cfg.topk_ratio == 10 and cfg.class_threshold == 0.2 and cfg.outer_ratio == 0.25
+    assert cfg.score_weight == 0.2 and cfg.nms == "soft" and cfg.nms_sigma == 0.3
+    assert cfg.legacy_nms_length is False and cfg.max_detections is None and cfg.snippet_seconds == 0.64
+    assert cfg.action_thresholds == tuple(np.linspace(0.1, 0.9, 10)) == thresholds_released()
+    assert PostprocessConfig.activitynet().topk_ratio == 20
+    paper = thresholds_paper()
+    assert len(paper) == 17 and paper[0] == 0.1 and paper[-1] == 0.9 and paper[1] == 0.15
+
+
+def test_config_round_trips_through_json():
+    cfg = PostprocessConfig(nms="hard", nms_iou=0.4, max_detections=100, legacy_nms_length=True,
+                            action_thresholds=(0.2, 0.5))
+    back = PostprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    assert isinstance(back.action_thresholds, tuple)
+    assert PostprocessConfig.from_dict({}) == PostprocessConfig()
+
+
+@pytest.mark.parametrize("bad", [
+    {"nms": "gaussian"}, {"nms_sigma": 0}, {"nms_iou": 1.5}, {"class_threshold": 2},
+    {"action_thresholds": []}, {"action_thresholds": "0.5"}, {"action_thresholds": [0.1, float("nan")]},
+    {"max_detections": 0}, {"max_detections": 2.5}, {"topk_ratio": -1}, {"snippet_seconds": 0},
+    {"legacy_nms_length": "yes"}, {"score_weight": "x"}, {"outer_ratio": -0.1},
+])
+def test_bad_settings_raise_config_error(bad):
+    with pytest.raises(ConfigError):
+        PostprocessConfig(**bad)
+
+
+def test_unknown_setting_is_named():
+    with pytest.raises(ConfigError, match="nms_thresh"):
+        PostprocessConfig.from_dict({"nms_thresh": 0.5})
+    with pytest.raises(ConfigError):
+        PostprocessConfig.from_dict([1, 2])
+
+
+# ----------------------------------------------------------------------------- steps
+
+def test_video_scores_hand_computed():
+    cas = np.array([[1, 0, 0], [3, 1, 0], [0, 2, 0], [2, 0, 0]], dtype=np.float32)
+    att = np.array([1, 0.5, 1, 0.5])
+    # weighted: [[1,0,0],[1.5,.5,0],[0,2,0],[1,0,0]]; k = 4 // 2 = 2: means 1.25, 1.25, 0.
+    p = video_scores(cas, att, PostprocessConfig(topk_ratio=2))
+    e = math.exp(1.25)
+    np.testing.assert_allclose(p, [e / (2 * e + 1)] * 2)
+    # k never drops below 1
+    p1 = video_scores(cas[:1], att[:1], PostprocessConfig(topk_ratio=10))
+    np.testing.assert_allclose(p1, [math.e / (math.e + 2), 1 / (math.e + 2)])
+
+
+def test_runs_for_every_threshold_including_both_ends():
+    att = np.array([0.95, 0.5, 0.05, 0.5, 0.95, 0.95])
+    runs = find_runs(att, np.array([0.1, 0.6]))
+    assert runs.threshold.tolist() == [0, 0, 1, 1]
+    assert runs.start.tolist() == [0, 3, 0, 4]
+    assert runs.end.tolist() == [1, 5, 0, 5]
+    empty = find_runs(np.zeros(5), np.array([0.1, 0.5]))
+    assert empty.start.size == 0
+    one = find_runs(np.array([0.7]), np.array([0.5, 0.9]))
+    assert one.start.tolist() == [0] and one.end.tolist() == [0]
+    # strictly greater than the threshold
+    assert find_runs(np.array([0.5]), np.array([0.5])).start.size == 0
+
+
+def test_contrast_hand_computed():
+    row = np.arange(1.0, 13.0)[None]  # values 1..12 at snippets 0..11
+    start = np.array([4, 0, 10, 0, 2])
+    end = np.array([8, 1, 11, 11, 2])
+    got = contrast_scores(row, start, end, 0.25)[0]
+    # [4..8] len 5: inner 7; outer ceil(1.25)=2 before (snippets 2,3: 3,4), floor(1.25)=1 after (9: 10) -> 17/3
+    # [0..1] len 2: touches the start; before clipped away, after floor(0.5)=0 -> empty outer -> 0
+    # [10..11] len 2: touches the end; before ceil(0.5)=1 (snippet 9: 10), after clipped -> 10
+    # [0..11] the whole video: no outer region -> 0
+    # [2..2] len 1: before ceil(0.25)=1 (snippet 1: 2), after floor(0.25)=0 -> 2
+    np.testing.assert_allclose(got, [7 - 17 / 3, 1.5, 11.5 - 10, 6.5, 3 - 2])
+
+
+# A small video worked by hand (see the comments).
+T8_CAS = np.array([[0, 2], [4, 0], [2, 0], [0, 2], [0, 2], [1, 0], [1, 0], [3, 0]], dtype=np.float64)
+T8_ATT = np.array([0.05, 0.95, 0.95, 0.05, 0.05, 0.55, 0.55, 0.95])
+T8_CFG = PostprocessConfig(action_thresholds=(0.5, 0.9))
+
+
+def _t8_expected():
+    # weighted class column: [0, 3.8, 1.9, 0, 0, .55, .55, 2.85]; background max 0.1; k = 1
+    p = 1 / (1 + math.exp(0.1 - 3.8))
+    bonus = 0.2 * p
+    a = 2.85 + bonus  # [1..2] at 0.5 and again at 0.9 (C): outer = snippet 0 only = 0
+    b = (0.55 + 0.55 + 2.85) / 3 + bonus  # [5..7]: outer = snippet 4 = 0, nothing after the end
+    d = 2.85 - 0.55 + bonus  # [7..7] at 0.9: outer = snippet 6 = .55
+    iou_bd = 0.64 / 1.92
+    return p, a, b, d, iou_bd
+
+
+def test_localize_hand_computed_soft_nms():
+    p, a, b, d, iou_bd = _t8_expected()
+    np.testing.assert_allclose(video_scores(T8_CAS, T8_ATT, T8_CFG), [p])
+    dets = localize(T8_CAS, T8_ATT, T8_CFG, video="v", classes=["jump"])
+    # A and C are the same segment with the same score: A (given first) keeps it, C is
+    # decayed by exp(-1/0.3); D beats B, which is decayed by exp(-(1/3)^2 / 0.3).
+    np.testing.assert_allclose(dets.score, [a, d, b * math.exp(-iou_bd ** 2 / 0.3), a * C_SELF])
+    np.testing.assert_allclose(dets.t_start, [0.64, 4.48, 3.2, 0.64])
+    np.testing.assert_allclose(dets.t_end, [1.92, 5.12, 5.12, 1.92])
+    assert dets.label.tolist() == [0, 0, 0, 0] and dets.label_names == ["jump"] * 4
+    assert dets.video.tolist() == ["v"] * 4
+
+
+def test_localize_hand_computed_hard_and_none_and_legacy():
+    _, a, b, d, _ = _t8_expected()
+    hard = localize(T8_CAS, T8_ATT, PostprocessConfig(action_thresholds=(0.5, 0.9), nms="hard"))
+    np.testing.assert_allclose(hard.score, [a, d, b])  # C dropped (IoU 1 with A); B kept (IoU 1/3 < 0.5)
+    none = localize(T8_CAS, T8_ATT, PostprocessConfig(action_thresholds=(0.5, 0.9), nms="none"))
+    np.testing.assert_allclose(none.score, [a, a, d, b])
+    legacy = localize(T8_CAS, T8_ATT, PostprocessConfig(action_thresholds=(0.5, 0.9), legacy_nms_length=True))
+    iou = (0.64 + 1) / ((1.92 + 1) + (0.64 + 1) - (0.64 + 1))
+    self_iou = (1.28 + 1) / (1.28 + 1)
+    np.testing.assert_allclose(legacy.score, [a, d, b * math.exp(-iou ** 2 / 0.3), a * math.exp(-self_iou / 0.3)])
+
+
+def test_duration_clips_and_top_n():
+    _, a, b, d, iou_bd = _t8_expected()
+    dets = localize(T8_CAS, T8_ATT, T8_CFG, duration=5.0)
+    assert dets.t_end.max() == 5.0 and dets.t_start.min() >= 0
+    np.testing.assert_allclose(dets.t_end, [1.92, 5.0, 5.0, 1.92])
+    top = localize(T8_CAS, T8_ATT, PostprocessConfig(action_thresholds=(0.5, 0.9), max_detections=2))
+    np.testing.assert_allclose(top.score, [a, d])
+    # a duration shorter than a proposal's start drops it
+    short = localize(T8_CAS, T8_ATT, T8_CFG, duration=1.0)
+    assert (short.t_end <= 1.0).all() and len(short) == 2
+
+
+def test_one_snippet_video():
+    cas = np.array([[2.0, 0.0]])
+    att = np.array([0.95])
+    dets = localize(cas, att, PostprocessConfig(), duration=0.5)
+    p = math.exp(1.9) / (math.exp(1.9) + 1)
+    s = 1.9 + 0.2 * p  # empty outer region
+    # ten identical proposals (one per threshold): each pick decays the rest by exp(-1/0.3)
+    np.testing.assert_allclose(dets.score, [s * C_SELF ** i for i in range(10)])
+    assert (dets.t_start == 0).all() and (dets.t_end == 0.5).all()
+
+
+def test_no_class_above_threshold_gives_no_detections():
+    cas = np.zeros((20, 4))
+    cas[:, -1] = 5.0  # background dominates: every class score is tiny
+    att = np.full(20, 0.95)
+    dets = localize(cas, att, PostprocessConfig(), video="v", classes=["a", "b", "c"])
+    assert len(dets) == 0 and dets.classes == ("a", "b", "c")
+    assert dets.to_results_json()["results"] == {}
+
+
+def test_no_proposal_gives_no_detections():
+    cas = np.zeros((10, 3))
+    cas[:, 0] = 3.0
+    dets = localize(cas, np.full(10, 0.05), PostprocessConfig())
+    assert len(dets) == 0
+
+
+def test_several_kept_classes_share_the_proposals():
+    rng = np.random.default_rng(3)
+    cas = rng.normal(0, 0.1, (40, 4))
+    cas[10:20, 0] += 4
+    cas[10:20, 2] += 4
+    cas[:, -1] = 0
+    att = np.where((np.arange(40) >= 10) & (np.arange(40) < 20), 0.95, 0.02)
+    dets = localize(cas, att, PostprocessConfig())
+    assert sorted(set(dets.label.tolist())) == [0, 2]
+    for c in (0, 2):
+        mine = dets.select(dets.label == c)
+        assert (np.diff(mine.score) <= 0).all()  # descending within a class
+    assert dets.label.tolist() == sorted(dets.label.tolist())  # class order
+
+
+@pytest.mark.parametrize("cas,att,match", [
+    (np.zeros((5,)), np.zeros(5), "shape"),
+    (np.zeros((5, 1)), np.zeros(5), "shape"),
+    (np.zeros((0, 3)), np.zeros(0), "no snippets"),
+    (np.zeros((5, 3)), np.zeros(4), "attention"),
+    (np.zeros((5, 3)), np.zeros((5, 2)), "attention"),
+    (np.full((5, 3), np.nan), np.zeros(5), "NaN"),
+    (np.zeros((5, 3)), np.full(5, np.inf), "NaN"),
+    (np.array([["a", "b"]]), np.zeros(1), "numeric"),
+])
+def test_bad_inputs_raise_data_error(cas, att, match):
+    with pytest.raises(DataError, match=match):
+        localize(cas, att, PostprocessConfig(), video="v")
+
+
+def test_attention_column_vector_and_class_names():
+    att = T8_ATT[:, None]
+    assert len(localize(T8_CAS, att, T8_CFG)) == 4
+    with pytest.raises(DataError, match="class names"):
+        localize(T8_CAS, T8_ATT, T8_CFG, classes=["a", "b"])
+    with pytest.raises(DataError, match="duration"):
+        localize(T8_CAS, T8_ATT, T8_CFG, duration=-1)
+
+
+def test_matches_the_plain_python_reference():
+    bench = _bench()
+    rng = np.random.default_rng(11)
+    for cfg in (PostprocessConfig(), PostprocessConfig(legacy_nms_length=True), PostprocessConfig(nms="hard"),
+                PostprocessConfig(action_thresholds=thresholds_paper(), outer_ratio=0.3)):
+        for _ in range(4):
+            cas, att = bench.make_video(rng, t=int(rng.integers(30, 200)))
+            dets = localize(cas, att, cfg)
+            assert bench.same_detections(bench.reference_localize(cas, att, cfg), dets)
+
+
+def test_localize_many_equals_one_call_per_video():
+    bench = _bench()
+    rng = np.random.default_rng(5)
+    items = []
+    for i in range(7):
+        cas, att = bench.make_video(rng, t=int(rng.integers(1, 150)), kept=tuple(range(i % 3)))
+        items.append((f"v{i}", cas, att, float(len(att)) * 0.6))
+    items.append(("flat", np.zeros((12, 21)), np.zeros(12), None))
+    for cfg in (PostprocessConfig(), PostprocessConfig(nms="hard", legacy_nms_length=True),
+                PostprocessConfig(max_detections=5), PostprocessConfig(nms="none")):
+        many = localize_many(items, cfg)
+        singles = [localize(c, a, cfg, video=v, duration=d) for v, c, a, d in items]
+        joined = Detections.concatenate(singles)
+        for f in ("video", "label", "score", "t_start", "t_end"):
+            assert np.array_equal(getattr(many, f), getattr(joined, f)), f
+    with pytest.raises(DataError):
+        localize_many([])
+    assert len(localize_many([], classes=["a"])) == 0
+
+
+# ----------------------------------------------------------------------------- files
+
+def _sample() -> Detections:
+    return Detections.from_arrays(["a", "b"], np.array(["v1", "v1", "v2"], dtype=object), [0, 1, 1],
+                                  [0.9, 0.5, 0.25], [0.0, 1.5, 2.0], [1.0, 3.0, 4.5])
+
+
+def test_results_json_format_and_round_trip(tmp_path):
+    dets = _sample()
+    obj = dets.to_results_json()
+    assert obj["results"]["v1"][0] == {"label": "a", "score": 0.9, "segment": [0.0, 1.0]}
+    assert len(obj["results"]["v2"]) == 1
+    dets.write_json(tmp_path / "r.json")
+    back = read_results(tmp_path / "r.json", ["a", "b"])
+    for f in ("label", "score", "t_start", "t_end"):
+        assert np.array_equal(getattr(back, f), getattr(dets, f))
+    assert back.video.tolist() == ["v1", "v1", "v2"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left
+
+
+def test_csv_round_trip_is_exact(tmp_path):
+    dets = Detections.from_arrays(["a"], "v", [0], [1 / 3], [0.1 + 0.2], [math.pi])
+    dets.write(tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().splitlines()[0] == "video,label,score,t_start,t_end"
+    back = read_results(tmp_path / "r.csv", ["a"])
+    assert back.score[0] == 1 / 3 and back.t_start[0] == 0.1 + 0.2 and back.t_end[0] == math.pi
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not valid JSON"),
+    ('{"database": {}}', "results"),
+    ('{"results": {"v": {}}}', "list"),
+    ('{"results": {"v": [{"label": "a", "score": 1}]}}', "segment"),
+    ('{"results": {"v": [{"label": "zzz", "score": 1, "segment": [0, 1]}]}}', "zzz"),
+    ('{"results": {"v": [{"label": "a", "score": "high", "segment": [0, 1]}]}}', "score"),
+    ('{"results": {"v": [{"label": "a", "score": 1, "segment": [2, 1]}]}}', "ends before"),
+    ('{"results": {"v": [{"label": "a", "score": 1, "segment": [0]}]}}', "segment"),
+    ('{"results": {"v": [{"label": "a", "score": NaN, "segment": [0, 1]}]}}', "finite"),
+    ("video,label\nv,a\n", "header"),
+    ("video,label,score,t_start,t_end\nv,a,1,0\n", "line 2"),
+    ("video,label,score,t_start,t_end\nv,b,1,0,1\n", "'b'"),
+    ("video,label,score,t_start,t_end\nv,a,x,0,1\n", "score"),
+])
+def test_malformed_results_raise_data_error(tmp_path, text, match):
+    path = tmp_path / "r.txt"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        read_results(path, ["a"])
+
+
+def test_missing_results_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_results(tmp_path / "nope.json", ["a"])
+
+
+def test_detections_helpers():
+    dets = _sample()
+    assert dets.videos() == ["v1", "v2"]
+    assert len(dets.for_video("v2")) == 1
+    np.testing.assert_array_equal(dets.segments, [[0, 1], [1.5, 3], [2, 4.5]])
+    shuffled = dets.select([2, 1, 0]).sorted()
+    assert shuffled.video.tolist() == ["v2", "v1", "v1"] and shuffled.score.tolist() == [0.25, 0.9, 0.5]
+    with pytest.raises(DataError):
+        Detections.concatenate([dets, Detections.empty(["x"])])
+    with pytest.raises(DataError):
+        Detections.from_arrays(["a"], "v", [3], [1], [0], [1])
