@@ -94,3 +94,21 @@ def test_ddp_two_processes_match_single_process(small_data, tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_eval_checkpoint_matches_trainer_report(small_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from hamnet_deploy.cli import app
+
+    data = load_dataset(small_data)
+    train(_cfg(["epochs=2"]), data, tmp_path / "run", progress=False)
+    reported = json.loads((tmp_path / "run" / METRICS_FILE).read_text().splitlines()[-1])["eval"]
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), "--data", str(small_data),
+                                      "--json", str(tmp_path / "ev.json")])
+    assert result.exit_code == 0, result.output
+    ours = json.loads((tmp_path / "ev.json").read_text())
+    assert ours["average_mAP"] == pytest.approx(reported["average_mAP"], abs=1e-9)
+    assert ours["mAP"] == pytest.approx(reported["mAP"], abs=1e-9)
+    missing = CliRunner().invoke(app, ["eval", str(tmp_path / "run")])
+    assert missing.exit_code == 2 and "--data" in missing.output

@@ -57,12 +57,42 @@ def choose_subset(gt: Annotations, videos: list[str], subset: str) -> str | None
     return key
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A training run folder or one of its checkpoints/epoch-N folders."""
+    return path.is_dir() and ((path / "latest.json").is_file() or (path / "state.json").is_file())
+
+
+def _checkpoint_detections(checkpoint: Path, data: Path | None, subset: str):
+    """Run a checkpoint over a dataset split: (ground truth, detections, subset, video scores)."""
+    if data is None:
+        raise ConfigError(f"{checkpoint} is a checkpoint: add --data DATASET to run it over the features")
+    from training.checkpoint import load_model
+    from training.data import load_dataset
+    from training.device import select_device
+    from training.inference import detect_dataset
+
+    loaded = load_model(checkpoint)
+    with console.status(f"loading {data}"):
+        dataset = load_dataset(data)
+    if dataset.classes != loaded.classes:
+        raise DataError(f"{data}: its {dataset.num_classes} classes differ from the checkpoint's "
+                        f"{len(loaded.classes)}; evaluate on the dataset the model was trained for")
+    key = loaded.config.data.test_subset if subset.lower() == "auto" else subset
+    part = dataset if key.lower() == "all" else dataset.select(key)
+    device = select_device("auto")
+    loaded.model.to(device)
+    with console.status(f"running the model over {len(part)} videos on {device}"):
+        dets, scores = detect_dataset(loaded.model, part, loaded.postprocess, device)
+    return dataset.annotations, dets, (None if key.lower() == "all" else key), scores
+
+
 def _detections(predictions: Path, gt: Annotations):
-    """The detections to score. Today: a results JSON or CSV."""
+    """Detections from a results JSON or CSV."""
     from runtime.detections import read_results
 
     if predictions.is_dir():
-        raise ConfigError(f"{predictions}: is a folder; give a results JSON or CSV file")
+        raise ConfigError(f"{predictions}: is a folder but not a checkpoint; give a results JSON/CSV file "
+                          "or a run folder from `hamnet train`")
     return read_results(predictions, gt.classes)
 
 
@@ -72,10 +102,14 @@ def register(app: typer.Typer) -> None:
     def eval_command(
         predictions: Annotated[Path, typer.Argument(
             help="Detections: ActivityNet results JSON ({\"results\": {video: [{label, score, segment}]}}) "
-                 "or CSV (video,label,score,t_start,t_end).")],
-        annotations: Annotated[Path, typer.Option(
+                 "or CSV (video,label,score,t_start,t_end); or a checkpoint (run folder) with --data.")],
+        annotations: Annotated[Path | None, typer.Option(
             "--annotations", "-a", help="Ground truth: per-video annotation JSON, or a W-TALC annotation "
-                                        "folder (pickled arrays: trusted data only).")],
+                                        "folder (pickled arrays: trusted data only). With a checkpoint: "
+                                        "default the dataset's own.")] = None,
+        data: Annotated[Path | None, typer.Option(
+            "--data", "-d", help="With a checkpoint: the dataset whose features to run it on "
+                                 "(subset 'auto' = the run's test split).")] = None,
         subset: Annotated[str, typer.Option(
             "--subset", help="Videos to evaluate: a subset name (e.g. test), 'all', or 'auto' (the subset "
                              "holding the predicted videos).")] = "auto",
@@ -96,11 +130,21 @@ def register(app: typer.Typer) -> None:
         from runtime.fileio import write_json_atomic
 
         tiou = parse_thresholds(thresholds)
-        if not annotations.exists():
+        if not predictions.exists():
+            raise DataError(f"{predictions}: not found; give a results JSON/CSV file or a checkpoint folder")
+        if annotations is not None and not annotations.exists():
             raise DataError(f"{annotations}: annotations not found; give the annotation JSON or W-TALC folder")
-        gt = load_ground_truth(annotations)
-        dets = _detections(predictions, gt)
-        chosen = choose_subset(gt, dets.videos(), subset)
+        scores = None
+        if is_checkpoint(predictions):
+            gt, dets, chosen, scores = _checkpoint_detections(predictions, data, subset)
+            if annotations is not None:
+                gt = load_ground_truth(annotations)
+        else:
+            if annotations is None:
+                raise ConfigError("--annotations is required to score a results file")
+            gt = load_ground_truth(annotations)
+            dets = _detections(predictions, gt)
+            chosen = choose_subset(gt, dets.videos(), subset)
         exclude = read_video_list(exclude_file) if exclude_file is not None else []
         regions = load_ambiguous(ambiguous) if ambiguous is not None else None
         result = evaluate_detection(gt, dets, tiou, subset=chosen, exclude=exclude, ambiguous=regions)
@@ -113,6 +157,10 @@ def register(app: typer.Typer) -> None:
         needed = names + 8 * (len(tiou) + 1) + 2
         out = console if console.width >= needed else Console(width=needed, highlight=False)
         out.print(map_table(result, per_class=per_class, title=title))
+        if scores is not None:
+            from runtime.evaluation import evaluate_classification
+
+            console.print(f"classification mAP (%) {100 * evaluate_classification(gt, scores):.2f}")
         if result.dropped_predictions:
             console.print(f"[dim]{result.dropped_predictions} detections of annotated videos outside the "
                           f"evaluated set were left out[/]")
@@ -123,10 +171,10 @@ def register(app: typer.Typer) -> None:
         if result.unknown_videos:
             shown = ", ".join(result.unknown_videos[:3])
             err_console.print(f"[yellow]warning:[/] {len(result.unknown_videos)} predicted videos are not in "
-                              f"{annotations.name} (e.g. {shown}); their detections count as false positives")
+                              f"{annotations.name if annotations is not None else 'the dataset'} (e.g. {shown}); their detections count as false positives")
         if json_out is not None:
             report = result.to_dict()
-            report["settings"] = {"predictions": str(predictions), "annotations": str(annotations),
+            report["settings"] = {"predictions": str(predictions), "annotations": None if annotations is None else str(annotations),
                                   "subset": chosen, "excluded": len(exclude),
                                   "ambiguous": None if ambiguous is None else str(ambiguous)}
             write_json_atomic(json_out, report)
