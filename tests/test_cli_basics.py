@@ -23,3 +23,21 @@ def test_version():
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "hamnet_deploy.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_error_messages_keep_brackets(capsys):
+    import typer
+
+    from hamnet_deploy.console import handle_errors
+    from runtime.errors import DataError
+
+    @handle_errors
+    def boom():
+        raise DataError("x.npy: expected [batch, T, D] in /tmp/[/odd]; fix it")
+
+    try:
+        boom()
+    except typer.Exit as exc:
+        assert exc.exit_code == 2
+    err = capsys.readouterr().err
+    assert "[batch, T, D]" in err and "[/odd]" in err
