@@ -1,0 +1,355 @@
+"""`hamnet detect PATH...`: actions (start, end, class, score) in feature files, with an
+exported bundle (ONNX Runtime / TensorRT) or a checkpoint (PyTorch), never needing
+PyTorch for a bundle.
+
+Steps: find the files -> pick and start a backend (`runtime.backends.select`) -> read
+and check each file (`runtime.feature_files`; a bad file is reported and skipped) ->
+exact chunked/batched inference (`runtime.inference`) -> NumPy post-processing with the
+bundle's settings (overridable) -> tables, results file, plots. Exit code 0, or 1 when
+any file failed (the good files' results are still written), or 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from hamnet_deploy.console import console, err_console, handle_errors
+from runtime.errors import ConfigError, DataError
+
+RESULT_SUFFIXES = (".json", ".csv")
+
+
+class _Rate(ProgressColumn):
+    """videos/s of a progress task."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} videos/s" if speed else "- videos/s", style="progress.data.speed")
+
+
+def _p(value: Any) -> str:
+    return escape(str(value))
+
+
+# --------------------------------------------------------------------------- #
+#                              settings helpers                               #
+# --------------------------------------------------------------------------- #
+def parse_value(key: str, text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, true/false, null, lists), `none` ->
+    None, `a,b,c` -> a list of numbers, else the string itself."""
+    raw = text.strip()
+    if raw.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    if "," in raw:
+        try:
+            return [float(x) for x in raw.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: a list must hold numbers, e.g. 0.1,0.5,0.9") from None
+    return raw
+
+
+def postprocess_settings(base: Any, sets: Sequence[str], **flags: Any) -> Any:
+    """The bundle's PostprocessConfig, then `--set key=value` items, then the named flags
+    (those not None)."""
+    from runtime.postprocess import PostprocessConfig
+
+    values = base.to_dict()
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: use key=value, e.g. --set nms_sigma=0.5")
+        key, text = item.split("=", 1)
+        values[key.strip()] = parse_value(key.strip(), text)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return PostprocessConfig.from_dict(values)
+
+
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.suffix.lower() not in RESULT_SUFFIXES:
+        raise ConfigError(f"--out {out}: use a .json (ActivityNet results format) or .csv file name")
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name such as results.json")
+
+
+# --------------------------------------------------------------------------- #
+#                                   reading                                   #
+# --------------------------------------------------------------------------- #
+class _Reader:
+    """Loads and checks the files one by one; bad files go to `failed`, the rest are yielded."""
+
+    def __init__(self, files: Sequence[Path], feature_dim: int, on_failure: Any) -> None:
+        from runtime.feature_files import duplicate_ids
+
+        self.files = list(files)
+        self.dim = feature_dim
+        self.failed: list[tuple[str, str]] = []
+        self.dups = duplicate_ids(self.files)
+        self.on_failure = on_failure
+        self.snippets = 0
+        self.ids: list[str] = []  # videos read, in file order
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from runtime.feature_files import load_features, video_id
+
+        for path in self.files:
+            if path in self.dups:
+                self._fail(str(path), f"{path}: video id {video_id(path)!r} repeats {self.dups[path]}; video ids "
+                                      "are file names without the suffix, so rename one")
+                continue
+            try:
+                x = load_features(path, self.dim)
+            except DataError as exc:
+                self._fail(str(path), str(exc))
+                continue
+            self.snippets += int(x.shape[0])
+            self.ids.append(video_id(path))
+            yield video_id(path), x
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.failed.append((name, reason))
+        self.on_failure()
+
+
+def _ground_truth(annotations: Path | None) -> Any:
+    if annotations is None:
+        return None
+    if not annotations.exists():
+        raise DataError(f"--annotations {annotations}: not found; give the annotation JSON or W-TALC folder")
+    from hamnet_deploy.commands.eval import load_ground_truth
+
+    return load_ground_truth(annotations)
+
+
+def _gt_for(gt: Any, video: str, classes: Sequence[str]) -> Any:
+    """Ground truth of one video with labels mapped to the model's class indices (-1: unknown)."""
+    if gt is None or video not in gt.videos:
+        return None
+    ann = gt.videos[video]
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index.get(gt.classes[c], -1) for c in ann.labels.tolist()], dtype=np.int64)
+    return SimpleNamespace(segments=ann.segments, labels=labels)
+
+
+# --------------------------------------------------------------------------- #
+#                                   tables                                    #
+# --------------------------------------------------------------------------- #
+def _detail_table(video: str, T: int, dets: Any, rows: int) -> Table:
+    ordered = dets.select(np.argsort(-dets.score, kind="stable"))
+    table = Table(title=f"{_p(video)}: {len(dets)} detections, T = {T}", title_justify="left")
+    for col in ("#", "class", "start (s)", "end (s)", "score"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    shown = len(ordered) if rows <= 0 else min(rows, len(ordered))
+    names = ordered.label_names
+    for i in range(shown):
+        table.add_row(str(i + 1), _p(names[i]), f"{ordered.t_start[i]:.2f}", f"{ordered.t_end[i]:.2f}",
+                      f"{ordered.score[i]:.4f}")
+    if shown < len(ordered):
+        table.caption = f"{len(ordered) - shown} more (--rows 0 shows all, --out writes all)"
+    return table
+
+
+def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, rows: int) -> Table:
+    table = Table(title=f"{len(order)} videos, {len(dets)} detections", title_justify="left")
+    for col in ("video", "T", "detections", "top class", "top score"):
+        table.add_column(col, justify="left" if col in ("video", "top class") else "right", overflow="fold")
+    counts: dict[str, int] = {}
+    best: dict[str, tuple[float, int]] = {}
+    for v, c, s in zip(dets.video.tolist(), dets.label.tolist(), dets.score.tolist(), strict=True):
+        counts[v] = counts.get(v, 0) + 1
+        if v not in best or s > best[v][0]:
+            best[v] = (s, c)
+    shown = order if rows <= 0 else order[:rows]
+    for v in shown:
+        top = best.get(v)
+        table.add_row(_p(v), str(lengths[v]), str(counts.get(v, 0)),
+                      _p(dets.classes[top[1]]) if top else "-", f"{top[0]:.4f}" if top else "-")
+    if len(shown) < len(order):
+        table.caption = f"{len(order) - len(shown)} more videos (--rows 0 shows all, --out writes all)"
+    return table
+
+
+# --------------------------------------------------------------------------- #
+#                                  the command                                #
+# --------------------------------------------------------------------------- #
+def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device: str, batch_size: int,
+               max_t: int | None, threads: int | None, post_sets: Sequence[str], post_flags: dict[str, Any],
+               out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
+               recursive: bool, fp16: bool) -> int:
+    """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
+    from runtime.backends.select import resolve_model, select_runner
+    from runtime.feature_files import find_feature_files
+    from runtime.inference import Inference
+    from runtime.postprocess import localize_many
+
+    _check_out(out)
+    if plot is not None:
+        from runtime.plotting import CAS_MODES, require_matplotlib
+
+        require_matplotlib()
+        if cas_mode not in CAS_MODES:
+            raise ConfigError(f"--plot-cas {cas_mode!r}: choose one of {', '.join(CAS_MODES)}")
+        if plot.exists() and not plot.is_dir():
+            raise ConfigError(f"--plot {plot}: exists and is not a folder; give a folder for the PNG files")
+    if rows < 0:
+        raise ConfigError(f"--rows {rows}: must be >= 0 (0 shows all)")
+    files, missing = find_feature_files(paths, recursive=recursive)
+    if not files:
+        detail = "; ".join(f"{m.path}: {m.reason}" for m in missing[:3])
+        raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
+    gt = _ground_truth(annotations)
+    model_path = resolve_model(model)
+    ort_trt = None
+    if device == "tensorrt":
+        from runtime.backends.onnxruntime import OrtTensorRTOptions
+
+        top_t = max_t or OrtTensorRTOptions().max_t
+        ort_trt = OrtTensorRTOptions(fp16=fp16, opt_t=min(512, top_t), max_t=top_t, max_batch=batch_size)
+    elif fp16:
+        raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --device tensorrt (TensorRT "
+                          "engines carry their precision in the bundle)")
+
+    with console.status(f"starting a backend for {_p(model_path)}"):
+        selection = select_runner(model_path, backend, device, threads=threads, ort_trt=ort_trt)
+    info = selection.info
+    console.print(f"[bold]backend[/] {_p(selection.describe())}", soft_wrap=True, highlight=False)
+    console.print(f"[dim]why: {_p(selection.reason)}[/]", soft_wrap=True, highlight=False)
+    post = postprocess_settings(info.postprocess, post_sets, **post_flags)
+
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    started = time.perf_counter()
+    with selection.runner:
+        infer = Inference(selection.runner, info.receptive_radius, max_t=max_t, batch_size=batch_size)
+        bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(files) < 2)
+        with bar:
+            task = bar.add_task("videos", total=len(files))
+            reader = _Reader(files, info.feature_dim, lambda: bar.advance(task))
+            for vid, cas, att in infer.stream(reader):
+                outputs[vid] = (cas, att)
+                bar.advance(task)
+    order = [v for v in reader.ids if v in outputs]  # file order (videos complete in batch order)
+    network_done = time.perf_counter()
+    durations = {v: (gt.videos[v].duration if gt is not None and v in gt.videos else None) for v in order}
+    items = [(v, outputs[v][0], outputs[v][1], durations[v]) for v in order]
+    dets = localize_many(items, post, classes=info.classes) if items else _empty(info.classes)
+    post_done = time.perf_counter()
+
+    lengths = {v: int(outputs[v][0].shape[0]) for v in order}
+    if len(order) == 1:
+        console.print(_detail_table(order[0], lengths[order[0]], dets, rows))
+    elif order:
+        console.print(_summary_table(order, lengths, dets, rows))
+    stats = infer.stats
+    elapsed = post_done - started
+    rate = len(order) / elapsed if elapsed > 0 else 0.0
+    console.print(f"{_count(len(order), 'video')} ({stats.useful_snippets} snippets) in {elapsed:.2f} s, {rate:.1f} videos/s: "
+                  f"network {stats.network_seconds:.2f} s ({stats.batches} batches, {stats.windows} windows, "
+                  f"{100 * stats.overhead:.1f} % overlap/padding), post-processing {post_done - network_done:.3f} s",
+                  highlight=False)
+    if out is not None:
+        dets.write(out)
+        console.print(f"wrote {_p(out)} ({len(dets)} detections)", highlight=False)
+    if plot is not None and order:
+        _plots(plot, order, outputs, dets, info, post, gt, cas_mode)
+    failed = [(m.path, f"{m.path}: {m.reason}") for m in missing] + reader.failed
+    for _name, reason in failed:
+        err_console.print(f"[bold red]failed:[/] {_p(reason)}", soft_wrap=True, highlight=False)
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} of {len(files) + len(missing)} inputs failed[/]; the other "
+                          f"{len(order)} ran", highlight=False)
+        return 1
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _empty(classes: Sequence[str]) -> Any:
+    from runtime.detections import Detections
+
+    return Detections.empty(classes)
+
+
+def _plots(folder: Path, order: Sequence[str], outputs: dict, dets: Any, info: Any, post: Any, gt: Any,
+           cas_mode: str) -> None:
+    from runtime.plotting import plot_video
+
+    with console.status(f"plotting {len(order)} videos into {_p(folder)}"):
+        for v in order:
+            cas, att = outputs[v]
+            plot_video(folder / f"{v}.png", v, cas, att, dets.for_video(v), post.snippet_seconds,
+                       ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds,
+                       cas_mode=cas_mode)
+    console.print(f"wrote {len(order)} plots to {_p(folder)}", highlight=False)
+
+
+@handle_errors
+def detect_command(
+    paths: list[str] = typer.Argument(..., help="Feature files (.npy / .npz, T x D), folders of them, or globs "
+                                      "('feats/*.npy', 'feats/**/*.npz'). Video id = file name without suffix."),
+    model: Path = typer.Option(None, "--model", "-m", help="Bundle folder from hamnet export (default: "
+                               "$HAMNET_MODEL, else ./bundle), or a training run folder (runs with PyTorch)."),
+    backend: str = typer.Option("auto", "--backend", "-b", help="auto (TensorRT engine matching this GPU > ONNX "
+                                "Runtime CUDA > ONNX Runtime CPU), tensorrt, onnxruntime, onnxruntime-int8, torch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, or tensorrt (ONNX Runtime's TensorRT "
+                               "provider)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per network call (videos of equal length, "
+                                   "or chunks of long ones)."),
+    max_t: int = typer.Option(None, "--max-t", help="Chunk length: longer videos run in overlapping chunks with "
+                              "receptive-radius context (exact). Default: the backend's limit, else whole videos."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for ONNX Runtime / PyTorch (default: all "
+                                "usable cores)."),
+    class_threshold: float = typer.Option(None, "--class-threshold", help="Localize classes whose video score "
+                                          "is at least this (bundle default: 0.2)."),
+    nms: str = typer.Option(None, "--nms", help="soft (Gaussian soft-NMS), hard, or none (bundle default: soft)."),
+    max_detections: int = typer.Option(None, "--max-detections", help="Keep the N best detections per video."),
+    sets: list[str] = typer.Option([], "--set", help="Any post-processing setting, key=value (e.g. nms_sigma=0.5, "
+                                   "action_thresholds=0.1,0.3,0.5); repeatable."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write detections: .json (ActivityNet results format) or "
+                             ".csv, atomically."),
+    plot: Path = typer.Option(None, "--plot", help="Write one PNG per video here: attention, CAS of the detected "
+                              "classes, detections (and ground truth with --annotations). Needs matplotlib."),
+    annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth (annotation JSON or W-TALC "
+                                     "folder): drawn in plots; its durations clip the detections."),
+    cas_mode: str = typer.Option("softmax", "--plot-cas", help="CAS in plots: softmax (foreground probability) "
+                                 "or sigmoid."),
+    rows: int = typer.Option(30, "--rows", help="Table rows to print (0: all)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also read feature files in sub-folders."),
+    fp16: bool = typer.Option(False, "--fp16", help="With --device tensorrt: let ONNX Runtime's TensorRT "
+                              "provider run in FP16."),
+) -> None:
+    """Detect actions in feature files with an exported bundle (no PyTorch needed)."""
+    code = run_detect(paths, model=model, backend=backend, device=device, batch_size=batch_size, max_t=max_t,
+                      threads=threads, post_sets=sets,
+                      post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections},
+                      out=out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
+                      recursive=recursive, fp16=fp16)
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect_command)
