@@ -9,7 +9,7 @@ import importlib
 import typer
 
 # Order here is the order in `hamnet --help`.
-COMMANDS = ["synth", "train", "export", "detect", "eval", "doctor"]
+COMMANDS = ["demo", "synth", "train", "export", "detect", "eval", "doctor"]
 
 
 def register_all(app: typer.Typer) -> None:
