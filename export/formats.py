@@ -7,7 +7,7 @@ times.
 | pytorch | - | (the checkpoint) | yes | yes |
 | onnx | - (always) | model.onnx | yes | yes |
 | onnx_int8 | --int8-cpu | model.int8.onnx | yes | no |
-| tensorrt | --trt | *.plan | no | yes |
+| tensorrt | --trt | *.engine | no | yes |
 | triton | --triton DIR | DIR/hamnet/... | yes | yes |
 """
 
@@ -60,7 +60,7 @@ FORMATS: tuple[ExportFormat, ...] = (
                  ("opset", "skip_parity_long"), ("torch", "onnx", "onnxslim", "onnxruntime"), "onnxruntime"),
     ExportFormat("onnx_int8", "ONNX INT8 (CPU)", "int8_cpu", "model.int8.onnx", "models.onnx_int8", True, False,
                  ("calib", "calib_videos"), ("onnxruntime",), "onnxruntime"),
-    ExportFormat("tensorrt", "TensorRT engine", "trt", "*.plan", "engines", False, True,
+    ExportFormat("tensorrt", "TensorRT engine", "trt", "*.engine", "engines", False, True,
                  ("fp16", "int8", "calib", "calib_videos", "min_t", "opt_t", "max_t", "max_batch",
                   "workspace_mb", "dla", "timing_cache"), ("tensorrt",), "tensorrt"),
     ExportFormat("triton", "Triton model repository", "triton", None, None, True, True,

@@ -204,3 +204,22 @@ def test_detect_runs_where_torch_cannot_be_imported(trained, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "detect", str(trained["test_files"][0]), "--model",
                            str(trained["run"])], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "PyTorch is not installed" in proc.stderr, proc.stderr + proc.stdout
+
+
+def test_bench_times_available_backends_and_skips_the_rest(trained):
+    result = invoke("bench", "--model", trained["bundle"], "--t", "8,20", "--repeats", "2",
+                    "--backends", "onnxruntime,tensorrt")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "onnxruntime" in text and "GFLOP/s" in text
+    assert "skipped tensorrt" in text
+    bad = invoke("bench", "--model", trained["bundle"], "--t", "0")
+    assert bad.exit_code == 2 and "--t" in bad.output
+
+
+def test_runtime_flops_formula_matches_the_model():
+    from runtime.benchmark import flops_per_snippet
+    from training.model import HamNet
+
+    assert flops_per_snippet(2048, 20, 512) == HamNet(2048, 20).flops_per_snippet()
+    assert flops_per_snippet(16, 3, 16) == HamNet(16, 3, attention_dim=16).flops_per_snippet()

@@ -9,7 +9,7 @@ import importlib
 import typer
 
 # Order here is the order in `hamnet --help`.
-COMMANDS = ["demo", "synth", "train", "export", "detect", "eval", "doctor"]
+COMMANDS = ["demo", "synth", "train", "export", "detect", "eval", "bench", "doctor"]
 
 
 def register_all(app: typer.Typer) -> None:

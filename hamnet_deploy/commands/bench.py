@@ -1,0 +1,84 @@
+"""`hamnet bench`: latency and throughput of every backend this machine can run, per T,
+with the model's FLOPs and the achieved rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hamnet_deploy.console import console, handle_errors
+from runtime.errors import ConfigError, HamnetError
+
+CANDIDATES = ("tensorrt", "onnxruntime", "onnxruntime-int8", "torch")
+
+
+def _parse_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} {text!r}: give whole numbers separated by commas, e.g. 64,339,2615") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--{what} {text!r}: every value must be >= 1")
+    return values
+
+
+@handle_errors
+def bench_command(
+    model: Path = typer.Option(None, "--model", "-m", help="Bundle folder (default: $HAMNET_MODEL, else ./bundle)."),
+    t_values: str = typer.Option("64,339,2615", "--t", help="Video lengths in snippets, comma-separated."),
+    batch: int = typer.Option(1, "--batch", help="Videos per call."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed runs per case (median reported)."),
+    backends: str = typer.Option("all", "--backends", help="all (every backend that starts here) or a "
+                                 "comma-separated list of: " + ", ".join(CANDIDATES)),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for ONNX Runtime and PyTorch)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: all usable cores)."),
+) -> None:
+    """Time each available backend at several T: latency, snippets/s, GFLOP/s."""
+    from runtime.backends.select import resolve_model, select_runner
+    from runtime.benchmark import flops_per_snippet, time_runner
+    from runtime.bundle import load_bundle
+
+    ts = _parse_ints(t_values, "t")
+    if batch < 1 or repeats < 1:
+        raise ConfigError("--batch and --repeats must be >= 1")
+    wanted = list(CANDIDATES) if backends == "all" else [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+    path = resolve_model(model)
+    bundle = load_bundle(path)
+    cfg_model = bundle.manifest.config.get("model", {})
+    flops = flops_per_snippet(bundle.feature_dim, bundle.num_classes, int(cfg_model.get("attention_dim", 512)))
+    console.print(f"[bold]model[/] {escape(str(path))}: D = {bundle.feature_dim}, {bundle.num_classes} classes, "
+                  f"{flops / 1e6:.1f} MFLOP per snippet; batch {batch}, median of {repeats}", highlight=False)
+    table = Table(title="inference speed", title_justify="left")
+    for col in ("backend", "T", "median ms", "p90 ms", "snippets/s", "GFLOP/s"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    skipped: list[str] = []
+    for name in wanted:
+        try:
+            selection = select_runner(path, name, device, threads=threads, verify=False)
+        except HamnetError as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        with selection.runner as runner:
+            label = selection.describe()
+            max_t = getattr(runner, "max_t", None)
+            for t in ts:
+                if max_t and t > max_t:
+                    skipped.append(f"{name} at T = {t}: above the engine profile's max T {max_t}")
+                    continue
+                timing = time_runner(runner, name, batch, t, bundle.feature_dim, repeats)
+                table.add_row(escape(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
+                              f"{timing.snippets_per_s:,.0f}", f"{timing.gflops(flops):.1f}")
+            table.add_section()
+    console.print(table)
+    for line in skipped:
+        console.print(f"[dim]skipped {escape(line)}[/]", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
