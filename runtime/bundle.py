@@ -6,7 +6,7 @@ Layout::
     BUNDLE/manifest.json        this module's `Manifest`
     BUNDLE/model.onnx           FP32 graph: features [batch, T, D] -> cas, attention
     BUNDLE/model.int8.onnx      optional: static INT8 (QDQ) for CPUs
-    BUNDLE/<engine>.plan        optional: TensorRT engines, one per GPU/precision/profile
+    BUNDLE/<engine>.engine      optional: TensorRT engines, one per GPU/precision/profile
 
 `load_bundle` reads and validates the manifest and (by default) checks every file's
 SHA-256, so a bundle that was edited, truncated or half-copied is refused with a
