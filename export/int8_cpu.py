@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from export.calibration import DEFAULT_CALIB_VIDEOS
+from export.calibration import calibration_features as shared_calibration_features
 from runtime.errors import BackendUnavailable, BundleError, DataError
 
-DEFAULT_CALIB_VIDEOS = 32
 MAX_CALIB_SNIPPETS = 1024
 """Calibration videos longer than this are cut to a window of this many snippets
 (min/max statistics do not need whole long videos; keeps calibration memory small)."""
@@ -57,37 +58,10 @@ class Int8Result:
 def calibration_features(data: str | os.PathLike, videos: int = DEFAULT_CALIB_VIDEOS, *,
                          subset: str | None = "validation", feature_dim: int | None = None,
                          max_snippets: int = MAX_CALIB_SNIPPETS, seed: int = 0) -> list[np.ndarray]:
-    """Up to `videos` feature arrays (T x D float32) from the train split of `data`.
-
-    Videos are spread evenly over the split (deterministic); longer ones are cut to a
-    window of `max_snippets` at a seeded position. `subset` None uses every video;
-    when the named subset is missing the whole dataset is used.
-    """
-    from training.data import load_dataset
-
-    if videos < 1:
-        raise DataError(f"--calib-videos {videos}: need at least 1 calibration video")
-    ds = load_dataset(data)
-    if subset is not None:
-        try:
-            ds = ds.select(subset)
-        except DataError:
-            pass  # no such split: calibrate on what there is
-    if len(ds) == 0:
-        raise DataError(f"{data}: no videos to calibrate on; pass a dataset with a train split")
-    if feature_dim is not None and ds.feature_dim != feature_dim:
-        raise DataError(f"{data}: features are {ds.feature_dim}-D but the model takes {feature_dim}-D; "
-                        "calibrate with the dataset the model was trained on")
-    picks = np.unique(np.linspace(0, len(ds) - 1, num=min(videos, len(ds))).round().astype(int))
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in picks:
-        x = np.asarray(ds.features[i], dtype=np.float32)
-        if len(x) > max_snippets:
-            start = int(rng.integers(0, len(x) - max_snippets + 1))
-            x = x[start:start + max_snippets]
-        out.append(np.ascontiguousarray(x))
-    return out
+    """Calibration arrays for ONNX Runtime INT8: `export.calibration.calibration_features`
+    with windows of at most `max_snippets` (1024) snippets."""
+    return shared_calibration_features(data, videos, subset=subset, feature_dim=feature_dim,
+                                       max_snippets=max_snippets, seed=seed)
 
 
 def make_reader(features: Sequence[np.ndarray], input_name: str = "features") -> Any:

@@ -22,42 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from export.calibration import calibration_features
 from runtime.errors import DataError
 from runtime.fileio import write_bytes_atomic
 
-TRAIN_SUBSETS = ("validation", "training", "train")
-"""Train-split names, in order: THUMOS14 (W-TALC) trains on `validation`,
-ActivityNet on `training`."""
-TEST_SUBSETS = ("test", "testing")
 MAX_CALIB_CHUNKS = 512
 """Upper bound on calibration chunks (each T x D), whatever the dataset size."""
 
 
 def load_calibration_features(path: str | os.PathLike, feature_dim: int | None = None,
                               max_videos: int = 32) -> list[np.ndarray]:
-    """Up to `max_videos` T x D float32 arrays from the train split of the dataset at `path`.
-
-    Videos are taken evenly spaced over the split (deterministic). Raises DataError
-    when the dataset is missing, malformed, has another D, or has no videos.
-    """
-    from training.data import load_dataset
-
-    if max_videos < 1:
-        raise DataError(f"calibration videos {max_videos}: need at least 1")
-    try:
-        ds = load_dataset(path, feature_dim=feature_dim, subset=list(TRAIN_SUBSETS))
-    except DataError:
-        ds = load_dataset(path, feature_dim=feature_dim)
-        keep = [i for i, s in enumerate(ds.subsets) if s not in TEST_SUBSETS]
-        if keep:
-            ds = ds.take(keep)
-    if len(ds) == 0:
-        raise DataError(f"{path}: no videos to calibrate INT8 on; pass a dataset with a train split")
-    if feature_dim is not None and ds.feature_dim != feature_dim:
-        raise DataError(f"{path}: features are {ds.feature_dim}-D but the model takes {feature_dim}-D; "
-                        "calibrate with the dataset the model was trained on")
-    picks = np.unique(np.linspace(0, len(ds) - 1, num=min(max_videos, len(ds))).round().astype(int))
-    return [np.ascontiguousarray(ds.features[i], dtype=np.float32) for i in picks]
+    """Up to `max_videos` whole T x D float32 arrays from the train split of the dataset at
+    `path` (`export.calibration.calibration_features`); DataError when the dataset is
+    missing, malformed, has another D, or has no videos."""
+    return calibration_features(path, max_videos, feature_dim=feature_dim)
 
 
 def calibration_batches(features: Sequence[np.ndarray], chunk_t: int, batch: int,

@@ -206,3 +206,25 @@ def test_accuracy_guard_rule():
     (msg,) = accuracy_guard(ref, [score("onnx_int8", 0.385)], 1.0)
     assert msg.startswith("onnx_int8: average mAP 38.50 vs 40.00") and "1.50 points" in msg
     assert accuracy_guard(ref, [score("onnx_int8", float("nan"))], 1.0)
+
+
+def test_calibration_prefers_the_train_split(tmp_path):
+    """ActivityNet-style subsets: `training` is the train split, `validation` the test split."""
+    from export.calibration import calibration_features
+    from training.data import load_dataset, write_per_video
+
+    synth = tmp_path / "s"
+    generate_dataset(synth, SynthConfig(videos=8, dim=8, num_classes=2, seed=5))
+    ds = load_dataset(synth)
+    renamed = {"validation": "training", "test": "validation"}
+    from dataclasses import replace
+
+    for name in ds.names:
+        ds.annotations.videos[name] = replace(ds.annotations.videos[name],
+                                              subset=renamed[ds.annotations.videos[name].subset])
+    write_per_video(ds, tmp_path / "anet")
+    anet = load_dataset(tmp_path / "anet")
+    feats = calibration_features(tmp_path / "anet", videos=100)
+    train = [f for f, s in zip(anet.features, anet.subsets, strict=True) if s == "training"]
+    assert len(feats) == len(train)
+    assert all(any(a.shape == b.shape and (a == b).all() for b in train) for a in feats)
