@@ -11,12 +11,15 @@ temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -141,18 +144,35 @@ class BundleStage:
             check_target(self.target, self.force)
             old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
             os.rmdir(old)
-            os.replace(self.target, old)
-        try:
-            os.replace(self.path, self.target)
-        except OSError as exc:
+        with _signals_deferred():  # Ctrl-C between the two renames would leave no bundle at all
             if old is not None:
-                os.replace(old, self.target)
-            raise BundleError(f"cannot move the bundle into {self.target}: {exc.strerror}") from exc
-        self.committed = True
+                os.replace(self.target, old)
+            try:
+                os.replace(self.path, self.target)
+            except OSError as exc:
+                if old is not None:
+                    os.replace(old, self.target)
+                raise BundleError(f"cannot move the bundle into {self.target}: {exc.strerror}") from exc
+            self.committed = True
         _fsync_dir(self.target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few system calls (main thread, POSIX); they are
+    delivered when the block ends."""
+    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    held = {signal.SIGINT, signal.SIGTERM}
+    if blockable:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def publish_permissions(folder: Path) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from hamnet_deploy import __version__
-from hamnet_deploy.commands import register_all
+try:  # Ctrl-C while the command line is still loading: exit 130 quietly, not a traceback
+    import typer
+
+    from hamnet_deploy import __version__
+    from hamnet_deploy.commands import register_all
+except KeyboardInterrupt:  # pragma: no cover - timing dependent, tested through a subprocess
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 app = typer.Typer(
     name="hamnet",
@@ -30,11 +36,19 @@ def _root(
     """HAM-Net temporal action localization: train, export (ONNX/TensorRT), detect, evaluate."""
 
 
-register_all(app)
+try:
+    register_all(app)
+except KeyboardInterrupt:  # pragma: no cover - see above
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - typer turns most of these into exit 130 itself
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared console and the error contract of every command: a HamnetError becomes one
-red line on stderr and exit code 2; Ctrl-C becomes a short note and exit code 130."""
+red line on stderr and exit code 2 (so do stray file-system errors and running out of
+memory, as a safety net); Ctrl-C becomes a short note and exit code 130."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except HamnetError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:  # safety net: a file error no module turned into a typed one
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}; check the path, its permissions and the free "
+                       "space") from None
+        except MemoryError:
+            raise fail("out of memory; use shorter feature files or a smaller --batch-size/--max-t") from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]; nothing half-written was left behind")
             raise typer.Exit(130) from None

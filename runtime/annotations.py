@@ -84,13 +84,20 @@ def build_video(name: str, subset: str, duration: float, segments: Sequence, lab
         if (seg[:, 1] <= seg[:, 0]).any():
             i = int(np.argmax(seg[:, 1] <= seg[:, 0]))
             raise DataError(f"{where}: segment {seg[i].tolist()} is reversed or empty; end must be after start")
+    if fps is not None:
+        try:
+            fps = float(fps)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: fps {fps!r} is not a number; fix the annotation file") from None
+        if not np.isfinite(fps) or fps <= 0:
+            raise DataError(f"{where}: fps {fps} must be a positive number; fix the annotation file")
     idx = []
     for lab in labels:
-        if lab not in class_index:
+        if not isinstance(lab, str) or lab not in class_index:
             raise DataError(f"{where}: label {lab!r} is not in the class list; add it to the classes or fix the label")
         idx.append(class_index[lab])
     return VideoAnnotation(name=str(name), subset=str(subset), duration=duration, segments=seg,
-                           labels=np.asarray(idx, dtype=np.int64), fps=None if fps is None else float(fps))
+                           labels=np.asarray(idx, dtype=np.int64), fps=fps)
 
 
 def _no_duplicate_keys(source: str):
@@ -102,6 +109,12 @@ def _no_duplicate_keys(source: str):
             seen.add(key)
         return dict(pairs)
     return hook
+
+
+def _seconds(x: object) -> float:
+    if isinstance(x, bool):  # float(True) == 1.0 would pass silently
+        raise TypeError(f"{x!r} is not a number")
+    return float(x)  # type: ignore[arg-type]
 
 
 def load_annotation_json(path: str | os.PathLike) -> Annotations:
@@ -122,6 +135,8 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
         raw = json.loads(text, object_pairs_hook=_no_duplicate_keys(src))
     except json.JSONDecodeError as exc:
         raise DataError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the file") from exc
+    except RecursionError:
+        raise DataError(f"{src}: JSON nested too deeply to read; fix or regenerate the file") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("database"), dict):
         raise DataError(f"{src}: expected an object with a 'database' mapping of videos (ActivityNet/ActionFormer format)")
     db = raw["database"]
@@ -133,6 +148,7 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
             raise DataError(f"{src}: 'classes' lists a class twice; make class names unique")
     else:
         classes = sorted({a.get("label") for v in db.values() if isinstance(v, dict)
+                          and isinstance(v.get("annotations", []), list)
                           for a in v.get("annotations", []) if isinstance(a, dict) and isinstance(a.get("label"), str)})
     index = {c: i for i, c in enumerate(classes)}
     videos: dict[str, VideoAnnotation] = {}
@@ -142,8 +158,12 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
         anns = entry.get("annotations", [])
         if not isinstance(anns, list) or not all(isinstance(a, dict) and "segment" in a and "label" in a for a in anns):
             raise DataError(f"{src}: video {name!r}: each annotation needs 'segment' and 'label'")
+        if not all(isinstance(a["segment"], list) for a in anns):
+            raise DataError(f"{src}: video {name!r}: a segment is not [start, end]; fix the annotation file")
+        if not isinstance(entry.get("subset", "test"), str):
+            raise DataError(f"{src}: video {name!r}: subset {entry['subset']!r} must be a name such as 'test'")
         try:
-            segs = [[float(x) for x in a["segment"]] for a in anns]
+            segs = [[_seconds(x) for x in a["segment"]] for a in anns]
         except (TypeError, ValueError) as exc:
             raise DataError(f"{src}: video {name!r}: a segment is not two numbers; fix the annotation file") from exc
         if any(len(s) != 2 for s in segs):

@@ -450,6 +450,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         data = json.loads(text)
     except ValueError as exc:
         raise BundleError(f"{path}: manifest is not valid JSON ({exc}); re-export the bundle") from None
+    except RecursionError:
+        raise BundleError(f"{path}: manifest JSON is nested too deeply; re-export the bundle") from None
     return Manifest.from_dict(data, str(path))
 
 

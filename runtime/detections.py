@@ -183,6 +183,8 @@ def _read_json(text: str, rows: _Rows) -> None:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the file") from None
+    except RecursionError:
+        raise DataError(f"{src}: JSON nested too deeply to read; fix or regenerate the file") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict):
         raise DataError(f"{src}: expected an object with a 'results' mapping of video -> detections "
                         f"(ActivityNet results format)")
@@ -202,15 +204,21 @@ def _read_json(text: str, rows: _Rows) -> None:
 def _read_csv(text: str, rows: _Rows) -> None:
     src = rows.src
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise DataError(f"{src}: not valid CSV ({exc}); fix or regenerate the file") from None
     if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
         raise DataError(f"{src}: CSV must start with the header {','.join(CSV_HEADER)}")
-    for line, rec in enumerate(reader, start=2):
-        if not rec or all(not f.strip() for f in rec):
-            continue
-        if len(rec) != len(CSV_HEADER):
-            raise DataError(f"{src}: line {line}: expected {len(CSV_HEADER)} fields, got {len(rec)}")
-        rows.add(f"line {line}", rec[0], rec[1], rec[2].strip(), rec[3].strip(), rec[4].strip())
+    try:
+        for line, rec in enumerate(reader, start=2):
+            if not rec or all(not f.strip() for f in rec):
+                continue
+            if len(rec) != len(CSV_HEADER):
+                raise DataError(f"{src}: line {line}: expected {len(CSV_HEADER)} fields, got {len(rec)}")
+            rows.add(f"line {line}", rec[0], rec[1], rec[2].strip(), rec[3].strip(), rec[4].strip())
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{src}: line {reader.line_num}: not valid CSV ({exc}); fix or regenerate the file") from None
 
 
 def read_results(path: str | os.PathLike, classes: Sequence[str]) -> Detections:

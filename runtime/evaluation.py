@@ -183,7 +183,10 @@ def _pairs(left_key: np.ndarray, right_key: np.ndarray) -> tuple[np.ndarray, np.
 
 def _tiou(s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray) -> np.ndarray:
     inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
-    union = (e1 - s1) + (e2 - s2) - inter
+    with np.errstate(over="ignore", invalid="ignore"):
+        union = (e1 - s1) + (e2 - s2) - inter
+        if not np.isfinite(union).all():  # times near float's limit: the sum overflows, the span does not
+            union = np.where(np.isfinite(union), union, np.maximum(e1, e2) - np.minimum(s1, s2))
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 

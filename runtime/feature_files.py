@@ -10,11 +10,16 @@ report a bad file and go on with the rest.
 from __future__ import annotations
 
 import glob
+import lzma
 import os
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -89,11 +94,71 @@ def find_feature_files(paths: Iterable[str | os.PathLike], recursive: bool = Fal
     return files, missing
 
 
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, KeyError, struct.error,
+               NotImplementedError, RuntimeError, UnicodeDecodeError, OverflowError)
+"""What zipfile/numpy raise on a damaged archive (RuntimeError: encrypted members,
+NotImplementedError: unknown compression methods)."""
+_MAX_DEFLATE_RATIO = 1032
+"""Deflate cannot expand data more than about 1032:1, which bounds what a member can hold."""
+
+
+def check_npy_header(fh: IO[bytes], available: int, where: str) -> None:
+    """Read a .npy header from `fh` (positioned at its start) and check it before any data
+    is allocated: a valid header and a shape whose data fits in the `available` bytes of
+    the file. A truncated or corrupt file whose header claims a huge array is then a
+    DataError instead of a MemoryError (or a many-gigabyte allocation). Object arrays are
+    left to np.load(allow_pickle=False), which refuses them without unpickling."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)
+        else:  # (2, 0) and (3, 0) share the layout; 3.0 only allows UTF-8 field names
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)
+    except (ValueError, EOFError, OSError, TypeError, SyntaxError, struct.error, UnicodeDecodeError,
+            tokenize.TokenError, RecursionError, MemoryError, OverflowError) as exc:  # numpy parses the header text
+        raise DataError(f"{where}: truncated or corrupt .npy header ({_first_line(exc)}); re-save the features") from None
+    if dtype.hasobject:
+        return  # pickled data: np.load(allow_pickle=False) refuses it without unpickling
+    count = 1
+    for n in shape:
+        count *= int(n)
+    needed = count * dtype.itemsize
+    left = available - fh.tell()
+    if needed > left:
+        raise DataError(f"{where}: truncated or corrupt: the header says shape {tuple(shape)} ({needed:,} bytes) "
+                        f"but only {max(left, 0):,} bytes follow; re-save the features")
+
+
+def _npz_member(archive: Any, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz, its header checked against the member's real size first."""
+    zf = archive.zip
+    name = key + ".npy" if key + ".npy" in zf.namelist() else key
+    info = zf.getinfo(name)
+    limit = info.file_size  # what the archive says; bounded by what its bytes can hold:
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = min(limit, info.compress_size)
+    elif info.compress_type == zipfile.ZIP_DEFLATED:  # np.savez_compressed
+        limit = min(limit, info.compress_size * _MAX_DEFLATE_RATIO + 1024)
+    with zf.open(name) as member:
+        if member.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise DataError(f"{path}: .npz member {key!r} is not a NumPy array (corrupt); re-save the "
+                            f"features with np.savez(path, {NPZ_KEY}=feats)")
+    with zf.open(name) as member:
+        check_npy_header(member, limit, f"{path}: .npz member {key!r}")
+    return archive[key]
+
+
 def _read_array(path: Path) -> np.ndarray:
     """The one array of a .npy, or of a .npz (its only array, or the one named `features`)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(_NPY_MAGIC))
+            size = os.fstat(fh.fileno()).st_size
+            if head == _NPY_MAGIC:
+                fh.seek(0)
+                check_npy_header(fh, size, str(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the file") from None
     if not head:
@@ -110,20 +175,23 @@ def _read_array(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             if NPZ_KEY in keys:
-                return archive[NPZ_KEY]
+                return _npz_member(archive, NPZ_KEY, path)
             if len(keys) == 1:
-                return archive[keys[0]]
+                return _npz_member(archive, keys[0], path)
             shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
             raise DataError(f"{path}: .npz holds {len(keys)} arrays ({shown or 'none'}) and none is named "
                             f"'{NPZ_KEY}'; save one array, or name it: np.savez(path, {NPZ_KEY}=feats)")
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory; split the video into shorter feature "
+                        "files") from None
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise DataError(f"{path}: holds an object array, refused (loading it would run pickle); save "
                             "the features with np.save(path, feats.astype(np.float32))") from None
         raise DataError(f"{path}: truncated or corrupt ({_first_line(exc)}); re-save the features") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataError(f"{path}: truncated or corrupt ({_first_line(exc)}); re-save the features") from None
 
 

@@ -6,7 +6,9 @@ background dropped) -> classes above the class threshold -> class-agnostic propo
 from every attention threshold (`runtime.proposals`) -> outer-inner contrast score per
 kept class -> Gaussian soft-NMS or hard NMS per class (`runtime.nms`) -> optional
 top-N per video -> `Detections`. Defaults are the released HAM-Net code's; every
-setting lives in `PostprocessConfig`, which a model bundle records.
+setting lives in `PostprocessConfig`, which a model bundle records. One setting is not
+SPEC §4's: `attention_source="cas"` uses the CAS foreground probability instead of the
+attention branch, for models whose attention no loss trained (paper Table 1 exp 1).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from runtime.nms import _hard_nms, _soft_nms
 from runtime.proposals import contrast_scores_many, find_runs
 
 NMS_METHODS = ("soft", "hard", "none")
+ATTENTION_SOURCES = ("attention", "cas")
 
 
 def thresholds_released() -> tuple[float, ...]:
@@ -64,6 +67,11 @@ class PostprocessConfig:
     """Keep at most this many detections per video (highest scores); None keeps all."""
     snippet_seconds: float = 0.64
     """Seconds per snippet (16 frames at 25 fps): start = i * this, end = (j + 1) * this."""
+    attention_source: str = "attention"
+    """What plays the attention in steps 1-5: "attention" (the model's attention branch,
+    SPEC §4) or "cas": the CAS foreground probability `1 - softmax(s_t)[background]` (the
+    guide loss's target), for models whose attention branch no loss trained (paper
+    Table 1 exp 1, BCL only). The given attention is then ignored."""
 
     def __post_init__(self) -> None:
         self._validate()
@@ -137,6 +145,9 @@ class PostprocessConfig:
             raise ConfigError(f"post-processing setting action_thresholds={list(values)} must be finite")
         object.__setattr__(self, "action_thresholds", values)
 
+        if self.attention_source not in ATTENTION_SOURCES:
+            raise ConfigError(f"post-processing setting attention_source={self.attention_source!r} must be one of "
+                              f"{', '.join(ATTENTION_SOURCES)}")
         if self.nms not in NMS_METHODS:
             raise ConfigError(f"post-processing setting nms={self.nms!r} must be one of {', '.join(NMS_METHODS)}")
         if not isinstance(self.legacy_nms_length, (bool, np.bool_)):
@@ -172,6 +183,20 @@ def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.
     return cas, att
 
 
+def cas_foreground(cas: Any) -> np.ndarray:
+    """(T,) foreground probability `1 - softmax(cas_t)[background]` of a (T, C+1) CAS
+    (background last), computed stably."""
+    cas = np.asarray(cas, dtype=np.float64)
+    shifted = cas - cas.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    return 1.0 - shifted[:, -1] / shifted.sum(axis=1)
+
+
+def _attention_for(cas: np.ndarray, att: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """The attention the steps use: the given one, or the CAS foreground probability."""
+    return cas_foreground(cas) if config.attention_source == "cas" else att
+
+
 def _weighted_rows(cas: np.ndarray, att: np.ndarray) -> np.ndarray:
     """`cas * attention` laid out as (C+1, T): one contiguous row per class."""
     out = np.empty((cas.shape[1], cas.shape[0]), dtype=np.float64)
@@ -193,10 +218,11 @@ def _video_scores(rows: np.ndarray, topk_ratio: float) -> np.ndarray:
 def video_scores(cas: Any, attention: Any, config: PostprocessConfig | None = None) -> np.ndarray:
     """Video-level class probabilities p_c (C,): top-k mean of `cas * attention` over
     time (k = max(1, floor(T / topk_ratio))), softmax over the C+1 columns, background
-    dropped."""
+    dropped. With `attention_source="cas"` the CAS foreground probability replaces the
+    attention."""
     config = config or PostprocessConfig()
     cas, att = _check_inputs(cas, attention, "")
-    return _video_scores(_weighted_rows(cas, att), config.topk_ratio)
+    return _video_scores(_weighted_rows(cas, _attention_for(cas, att, config)), config.topk_ratio)
 
 
 def _duration(value: Any, video: str) -> float:
@@ -215,6 +241,10 @@ def localize(cas: Any, attention: Any, config: PostprocessConfig | None = None, 
              duration: float | None = None, classes: Sequence[str] | None = None) -> Detections:
     """Detections of one video from its CAS (T, C+1; logits, background last) and
     attention (T,) or (T, 1).
+
+    With `config.attention_source="cas"` the CAS foreground probability
+    `1 - softmax(cas_t)[background]` replaces `attention` everywhere (weighting,
+    video scores, proposals); `attention` must still have the right shape.
 
     Times are `i * snippet_seconds` to `(j + 1) * snippet_seconds`; with `duration`
     they are clipped to [0, duration] (after NMS, so scores match the released code)
@@ -282,6 +312,7 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
             raise DataError(f"video {video!r}: CAS has {cas.shape[1] - 1} classes (+ background) "
                             f"but {len(names)} class names were given")
         durations.append(_duration(item[3] if len(item) == 4 else None, video))
+        att = _attention_for(cas, att, config)
         rows = _weighted_rows(cas, att)
         probs = _video_scores(rows, config.topk_ratio)
         kept = np.flatnonzero(probs >= config.class_threshold)

@@ -16,6 +16,7 @@ from runtime.detections import Detections, read_results
 from runtime.errors import ConfigError, DataError
 from runtime.postprocess import (
     PostprocessConfig,
+    cas_foreground,
     localize,
     localize_many,
     thresholds_paper,
@@ -42,6 +43,7 @@ def test_defaults_are_the_released_code():
     assert cfg.topk_ratio == 10 and cfg.class_threshold == 0.2 and cfg.outer_ratio == 0.25
     assert cfg.score_weight == 0.2 and cfg.nms == "soft" and cfg.nms_sigma == 0.3
     assert cfg.legacy_nms_length is False and cfg.max_detections is None and cfg.snippet_seconds == 0.64
+    assert cfg.attention_source == "attention"
     assert cfg.action_thresholds == tuple(np.linspace(0.1, 0.9, 10)) == thresholds_released()
     assert PostprocessConfig.activitynet().topk_ratio == 20
     paper = thresholds_paper()
@@ -50,7 +52,8 @@ def test_defaults_are_the_released_code():
 
 def test_config_round_trips_through_json():
     cfg = PostprocessConfig(nms="hard", nms_iou=0.4, max_detections=100, legacy_nms_length=True,
-                            action_thresholds=(0.2, 0.5))
+                            action_thresholds=(0.2, 0.5), attention_source="cas")
+    assert cfg.to_dict()["attention_source"] == "cas"
     back = PostprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
     assert isinstance(back.action_thresholds, tuple)
@@ -62,6 +65,7 @@ def test_config_round_trips_through_json():
     {"action_thresholds": []}, {"action_thresholds": "0.5"}, {"action_thresholds": [0.1, float("nan")]},
     {"max_detections": 0}, {"max_detections": 2.5}, {"topk_ratio": -1}, {"snippet_seconds": 0},
     {"legacy_nms_length": "yes"}, {"score_weight": "x"}, {"outer_ratio": -0.1},
+    {"attention_source": "CAS"}, {"attention_source": None},
 ])
 def test_bad_settings_raise_config_error(bad):
     with pytest.raises(ConfigError):
@@ -265,6 +269,45 @@ def test_localize_many_equals_one_call_per_video():
     with pytest.raises(DataError):
         localize_many([])
     assert len(localize_many([], classes=["a"])) == 0
+
+
+# ----------------------------------------------------------------------------- attention source
+
+def test_cas_foreground_hand_computed_and_stable():
+    cas = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, math.log(2.0)], [1000.0, -1000.0, 1000.0]])
+    # softmax background share: 1/3; 2 / (e^2 + 1 + 2); 1/2 (huge logits must not overflow)
+    want = [2 / 3, 1 - 2 / (math.exp(2) + 3), 0.5]
+    np.testing.assert_allclose(cas_foreground(cas), want, rtol=1e-12)
+    with pytest.raises(ConfigError, match="attention_source"):
+        PostprocessConfig.from_dict({"attention_source": "both"})
+
+
+def test_cas_source_replaces_the_attention_everywhere():
+    bench = _bench()
+    rng = np.random.default_rng(3)
+    cas_cfg = PostprocessConfig(attention_source="cas", class_threshold=0.0)
+    att_cfg = PostprocessConfig(class_threshold=0.0)
+    items = []
+    for i in range(4):
+        cas, att = bench.make_video(rng, t=int(rng.integers(20, 120)))
+        fg = cas_foreground(cas)
+        assert ((fg > 0) & (fg < 1)).all()
+        junk = rng.random(len(att))  # what an untrained attention branch gives: ignored
+        np.testing.assert_array_equal(video_scores(cas, junk, cas_cfg), video_scores(cas, fg, att_cfg))
+        a, b = localize(cas, junk, cas_cfg, video="v"), localize(cas, fg, att_cfg, video="v")
+        assert len(a) > 0
+        for f in ("label", "score", "t_start", "t_end"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f
+        items.append((f"v{i}", cas, junk))
+    many = localize_many(items, cas_cfg)
+    ref = localize_many([(v, c, cas_foreground(c)) for v, c, _ in items], att_cfg)
+    for f in ("video", "label", "score", "t_start", "t_end"):
+        assert np.array_equal(getattr(many, f), getattr(ref, f)), f
+    # the default source uses the given attention, so the junk changes the result
+    assert not np.array_equal(localize(cas, junk, att_cfg).score, localize(cas, fg, att_cfg).score)
+    # shapes are still checked
+    with pytest.raises(DataError, match="attention"):
+        localize(cas, junk[:-1], cas_cfg)
 
 
 # ----------------------------------------------------------------------------- files

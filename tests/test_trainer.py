@@ -112,3 +112,19 @@ def test_eval_checkpoint_matches_trainer_report(small_data, tmp_path):
     assert ours["mAP"] == pytest.approx(reported["mAP"], abs=1e-9)
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "run")])
     assert missing.exit_code == 2 and "--data" in missing.output
+
+
+def test_untrained_attention_localizes_with_the_cas():
+    """BCL only (exp1) trains no attention: its post-processing uses the CAS foreground."""
+    from training.inference import attention_trained, postprocess_config
+
+    base = load_recipe("thumos14")
+    for name, trained in (("exp1", False), ("exp2", True), ("exp5", True), ("exp11", True)):
+        cfg = apply_overrides(base, [f"ablation={name}"])
+        assert attention_trained(cfg) is trained
+        post = postprocess_config(cfg)
+        assert post.attention_source == ("attention" if trained else "cas")
+        assert post.topk_ratio == 10 and post.snippet_seconds == 0.64
+    only_hal = apply_overrides(base, ["loss.use_sal=false", "loss.use_ssal=false", "loss.use_sparsity=false",
+                                      "loss.use_guide=false"])
+    assert postprocess_config(only_hal).attention_source == "cas"  # HAL's hard mask passes no gradient

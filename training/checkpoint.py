@@ -16,6 +16,7 @@ with `weights_only=True`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from runtime.errors import BundleError
+from runtime.errors import BundleError, ConfigError, DataError
 from runtime.fileio import write_json_atomic
 
 LATEST = "latest.json"
@@ -58,27 +59,48 @@ def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
     """Write epoch `epoch`'s checkpoint and point latest.json at it; prune old ones."""
     run_dir = Path(run_dir)
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=root))
+    except OSError as exc:
+        raise DataError(f"cannot write the checkpoint of epoch {epoch} into {root}: {exc.strerror}; check the "
+                        "folder") from None
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # a re-run of this epoch after a resume: move the old one aside first,
+            old = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-old-", dir=root))  # never half-delete it
+            os.replace(final, old / final.name)
         tmp.rename(final)
+    except (OSError, SafetensorError) as exc:  # a full disk, a folder that became read-only, ...
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataError(f"cannot write the checkpoint of epoch {epoch} into {root}: {why}; free space or "
+                        f"check the folder, then continue with hamnet train --resume {run_dir}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_json_atomic(run_dir / LATEST, {"epoch": epoch, "path": f"{CHECKPOINTS}/{final.name}"})
-    for old in sorted(root.glob("epoch-*"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old_epoch in _epoch_folders(root)[:-KEEP]:
+        if old_epoch != final:
+            shutil.rmtree(old_epoch, ignore_errors=True)
     for stale in root.glob(".epoch-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _epoch_folders(root: Path) -> list[Path]:
+    """checkpoints/epoch-N folders by N (numerically: epoch-10000 comes after epoch-9999)."""
+    found = []
+    for p in root.glob("epoch-*"):
+        number = p.name[len("epoch-"):]
+        if p.is_dir() and number.isdigit():
+            found.append((int(number), p))
+    return [p for _, p in sorted(found)]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -89,12 +111,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / LATEST).is_file():
         try:
             pointer = json.loads((path / LATEST).read_text())
-            target = path / pointer["path"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            name = pointer["path"]
+            if not isinstance(name, str):
+                raise TypeError("path is not a string")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise BundleError(f"{path / LATEST}: unreadable checkpoint pointer; resume from a checkpoints/epoch-N folder") from exc
-        if ".." in Path(pointer["path"]).parts:
+        if ".." in Path(name).parts or Path(name).is_absolute():
             raise BundleError(f"{path / LATEST}: pointer leaves the run folder; refusing it")
-        path = target
+        path = path / name
+    elif (path / CHECKPOINTS).is_dir() and _epoch_folders(path / CHECKPOINTS):
+        # A kill between the first checkpoint's rename and its pointer: use the newest one.
+        path = _epoch_folders(path / CHECKPOINTS)[-1]
     if not (path / "model.safetensors").is_file() or not (path / "state.json").is_file():
         raise BundleError(f"{path}: not a checkpoint (needs model.safetensors and state.json); pass a run folder from `hamnet train`")
     return path
@@ -105,11 +132,17 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     folder = resolve_checkpoint(path)
     try:
         state = json.loads((folder / "state.json").read_text())
-        classes, epoch = state["classes"], int(state["epoch"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        classes, epoch, config = state["classes"], state["epoch"], state["config"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleError(f"{folder / 'state.json'}: corrupt checkpoint state; use another checkpoint") from exc
-    if not isinstance(classes, list):
-        raise BundleError(f"{folder / 'state.json'}: 'classes' must be a list; use another checkpoint")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise BundleError(f"{folder / 'state.json'}: 'classes' must be a non-empty list of names; use another "
+                          "checkpoint")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise BundleError(f"{folder / 'state.json'}: epoch {epoch!r} must be a whole number >= 0; use another "
+                          "checkpoint")
+    if not isinstance(config, dict):
+        raise BundleError(f"{folder / 'state.json'}: 'config' must be an object of settings; use another checkpoint")
     try:
         weights = load_file(str(folder / "model.safetensors"))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -149,8 +182,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = " ".join(str(exc).split())[:240]  # "Error(s) in loading state_dict ...: size mismatch for ..."
         raise BundleError(f"{ckpt.path}: weights do not fit the configured model ({first}); use the matching config") from exc
     model.to(device).eval()
-    post = PostprocessConfig.from_dict(ckpt.state.get("postprocess", {}))
+    try:
+        post = PostprocessConfig.from_dict(ckpt.state.get("postprocess", {}))
+    except ConfigError as exc:
+        raise BundleError(f"{ckpt.path / 'state.json'}: {exc}; use another checkpoint") from None
     return LoadedModel(model, cfg, ckpt.classes, post, ckpt)

@@ -322,7 +322,8 @@ def _validate(cfg: TrainConfig) -> None:
         _check(math.isfinite(v) and v >= 0, f"loss.{name}={v}: must be a finite number >= 0")
     _check(0.0 <= lo.p <= 1.0, f"loss.p={lo.p}: the drop blend must be in [0, 1]")
     _check(0.0 <= lo.gamma <= 1.0, f"loss.gamma={lo.gamma}: the drop threshold must be in [0, 1]")
-    _check(math.isfinite(lo.r) and lo.r > 0, f"loss.r={lo.r}: the top-k ratio must be > 0")
+    _check(math.isfinite(lo.r) and lo.r >= 1,
+           f"loss.r={lo.r}: the top-k ratio must be >= 1 (k = T / r snippets cannot exceed T)")
     if cfg.ablation is not None:
         if cfg.ablation not in ABLATIONS:
             raise ConfigError(
@@ -431,10 +432,10 @@ def load_recipe(name_or_path: str | Path) -> TrainConfig:
         raise ConfigError(f"recipe file {path} does not exist: check the path")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(
             f"recipe file {path} is not valid JSON ({exc}): fix or re-create it"
-        ) from exc
+        ) from None
     return from_dict(data, where=str(path))
 
 

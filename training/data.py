@@ -22,6 +22,7 @@ import numpy as np
 
 from runtime.annotations import Annotations, annotations_to_json, load_annotation_json
 from runtime.errors import DataError
+from runtime.feature_files import check_npy_header
 from runtime.fileio import atomic_write, write_json_atomic
 
 ANNOTATION_FILE = "annotations.json"
@@ -140,7 +141,8 @@ def check_features(arr: object, where: str, feature_dim: int | None = None) -> n
     if feature_dim is not None and arr.shape[1] != feature_dim:
         raise DataError(f"{where}: features are {arr.shape[0]} x {arr.shape[1]} but the dataset expects "
                         f"D = {feature_dim}; use features of one extractor (or set the feature dim)")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, caught below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         t = int(np.argmin(finite))
@@ -156,6 +158,9 @@ def read_npy_features(path: str | os.PathLike, video: str, feature_dim: int | No
     try:
         with open(path, "rb") as fh:
             magic = fh.read(len(NPY_MAGIC))
+            if magic == NPY_MAGIC:  # a header claiming more data than the file holds is refused
+                fh.seek(0)  # before anything is allocated
+                check_npy_header(fh, os.fstat(fh.fileno()).st_size, where)
     except FileNotFoundError:
         raise DataError(f"{path}: feature file of video {video!r} not found; extract its features "
                         f"or remove the video from the annotation file") from None
@@ -177,6 +182,8 @@ def read_npy_features(path: str | os.PathLike, video: str, feature_dim: int | No
         raise DataError(f"{where}: feature file is truncated or corrupt ({exc}); re-extract or re-save it") from exc
     except (OSError, EOFError) as exc:
         raise DataError(f"{where}: feature file is truncated or corrupt ({exc}); re-extract or re-save it") from exc
+    except MemoryError:
+        raise DataError(f"{where}: feature file is too large to load into memory") from None
     return check_features(arr, where, feature_dim)
 
 

@@ -1,14 +1,19 @@
 """The embedded synthetic dataset that `hamnet train` (and `hamnet demo`) use when no
-`--data` is given: generated once per (dim, videos, seed) into a cache folder."""
+`--data` is given: generated once per (dim, videos, seed) into a cache folder.
+
+The folder name also carries a short hash of the generator's settings and version, so
+a change of the generator's defaults (or of `overrides`) never reuses a stale dataset."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from training.synth import SynthConfig, generate_dataset
+from training.synth import SYNTH_VERSION, SynthConfig, generate_dataset
 
 
 def cache_root() -> Path:
@@ -19,21 +24,35 @@ def cache_root() -> Path:
     return Path(base) / "hamnet"
 
 
+def config_hash(cfg: SynthConfig) -> str:
+    """8 hex digits identifying the generator version and every setting of `cfg` (a
+    timelines file by its content, so the same file elsewhere gives the same hash)."""
+    settings = cfg.to_dict()
+    if cfg.timelines:
+        try:
+            settings["timelines"] = hashlib.sha256(Path(cfg.timelines).read_bytes()).hexdigest()
+        except OSError:
+            pass  # generate_dataset reports the missing file
+    raw = json.dumps({"version": SYNTH_VERSION, "config": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:8]
+
+
 def embedded_dataset(dim: int = 2048, videos: int = 412, seed: int = 0, timelines: str | None = None,
-                     progress=None) -> Path:
+                     progress=None, overrides: dict | None = None) -> Path:
     """Folder of the synthetic dataset for these settings, generating it on first use.
 
-    Generation writes into a temporary folder that is renamed into place, so an
-    interrupted run never leaves a half-written cache entry.
+    `overrides` sets other `SynthConfig` fields (strengths, ...). Generation writes into
+    a temporary folder that is renamed into place, so an interrupted run never leaves a
+    half-written cache entry.
     """
-    tag = f"synth-d{dim}-v{videos}-s{seed}" + ("-real" if timelines else "")
+    cfg = SynthConfig(**{**(overrides or {}), "videos": videos, "dim": dim, "seed": seed, "timelines": timelines})
+    tag = f"synth-d{dim}-v{videos}-s{seed}" + ("-real" if timelines else "") + f"-{config_hash(cfg)}"
     target = cache_root() / tag
     if (target / "annotations.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=target.parent))
     try:
-        cfg = SynthConfig(videos=videos, dim=dim, seed=seed, timelines=timelines)
         generate_dataset(tmp, cfg, progress=progress)
         if target.exists():  # another process won the race
             shutil.rmtree(tmp)

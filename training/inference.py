@@ -14,10 +14,23 @@ from runtime.postprocess import PostprocessConfig, localize_many, video_scores
 from training.config import TrainConfig
 from training.data import WtalDataset
 
+ATTENTION_TERMS = ("sal", "ssal", "sparsity", "guide")
+"""Loss terms that pass gradient to the attention branch (HAL's hard mask passes none)."""
+
+
+def attention_trained(cfg: TrainConfig) -> bool:
+    """Whether any active loss term trains the attention branch (False for Table 1's exp1,
+    BCL only: its attention stays at its random initialisation)."""
+    loss = cfg.effective_loss()
+    return any(getattr(loss, f"use_{t}") for t in ATTENTION_TERMS)
+
 
 def postprocess_config(cfg: TrainConfig) -> PostprocessConfig:
-    """Post-processing settings that match a training config (top-k ratio, snippet length)."""
-    return PostprocessConfig(topk_ratio=float(cfg.loss.r), snippet_seconds=float(cfg.data.snippet_seconds))
+    """Post-processing settings that match a training config (top-k ratio, snippet
+    length); a model whose attention no loss trains localizes with the CAS foreground
+    probability (`attention_source="cas"`)."""
+    return PostprocessConfig(topk_ratio=float(cfg.loss.r), snippet_seconds=float(cfg.data.snippet_seconds),
+                             attention_source="attention" if attention_trained(cfg) else "cas")
 
 
 @torch.inference_mode()

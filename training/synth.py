@@ -138,10 +138,13 @@ class SynthConfig:
     # --- instance structure
     core_fraction_min: float = 0.2  # core length / instance length, uniform in [min, max]
     core_fraction_max: float = 0.35
+    core_position_min: float = 0.0  # where the core sits in the instance, uniform in [min, max]:
+    core_position_max: float = 1.0  # 0 = at its start, 1 = at its end
 
     # --- feature strengths (per-dimension amplitudes; see the module docstring)
     noise_strength: float = 1.0  # per-snippet noise std per dimension, after smoothing
     scene_strength: float = 0.5  # per-video background scene vector
+    scene_bank: int = 0  # > 0: scenes are random mixes of this many shared scene directions
     core_strength: float = 0.5  # class prototype P_c in the core
     phase_class_strength: float = 0.2  # class-specific direction in the phases
     phase_core_overlap: float = 0.25  # in [0, 1]: weight of P_c in that direction (rest: Q_c)
@@ -153,6 +156,7 @@ class SynthConfig:
     distractor_max_s: float = 4.0
     distractor_motion_strength: float = 0.3  # the motion direction in a burst
     distractor_random_strength: float = 0.3  # plus a random flow direction of the burst's own
+    distractor_group_strength: float = 0.0  # plus the group direction of one of the video's classes
     context_strength: float = 0.0  # class direction over a whole video of that class
     smoothing: tuple[float, ...] = (0.25, 0.5, 0.25)  # temporal kernel (odd length, normalised)
 
@@ -179,6 +183,9 @@ class SynthConfig:
             a, b = getattr(self, lo), getattr(self, hi)
             if not 0 < a <= b:
                 raise ConfigError(f"{lo} {a} and {hi} {b}: need 0 < {lo} <= {hi}")
+        if not 0.0 <= self.core_position_min <= self.core_position_max <= 1.0:
+            raise ConfigError(f"core_position_min {self.core_position_min} and core_position_max "
+                              f"{self.core_position_max}: need 0 <= min <= max <= 1")
         if self.foreground_max >= 1 or self.core_fraction_max > 1:
             raise ConfigError("foreground_max must be < 1 and core_fraction_max <= 1")
         if self.duration_min_s < 2 * self.instance_max_s:
@@ -348,6 +355,7 @@ class _Prototypes:
     dictionary: np.ndarray  # (K, D) float32
     num_classes: int
     num_groups: int
+    scenes: np.ndarray | None = None  # (S, D) float32 shared scene directions, or None
 
     @property
     def phase0(self) -> int:
@@ -366,8 +374,12 @@ class _Prototypes:
         return self.motion + 1
 
     @property
-    def context0(self) -> int:
+    def burst_group0(self) -> int:
         return self.motion + 2
+
+    @property
+    def context0(self) -> int:
+        return self.motion + 2 + self.num_groups
 
 
 def _prototypes(cfg: SynthConfig, num_classes: int) -> _Prototypes:
@@ -384,9 +396,11 @@ def _prototypes(cfg: SynthConfig, num_classes: int) -> _Prototypes:
     phase = w * core + math.sqrt(max(0.0, 1.0 - w * w)) * phase_own
     dictionary = np.concatenate([
         core * cfg.core_strength, phase * cfg.phase_class_strength, groups * cfg.phase_group_strength,
-        motion * cfg.motion_strength, motion * cfg.distractor_motion_strength, context * cfg.context_strength,
+        motion * cfg.motion_strength, motion * cfg.distractor_motion_strength,
+        groups * cfg.distractor_group_strength, context * cfg.context_strength,
     ]).astype(np.float32)
-    return _Prototypes(dictionary, C, G)
+    scenes = rng.standard_normal((cfg.scene_bank, D)).astype(np.float32) if cfg.scene_bank else None
+    return _Prototypes(dictionary, C, G, scenes)
 
 
 @dataclass
@@ -397,6 +411,7 @@ class _Plan:
     inst: np.ndarray  # (N, 4) int64: start, core start, core end, end (ends exclusive)
     labels: np.ndarray  # (N,) int64
     bursts: np.ndarray  # (B, 2) int64: start, end (exclusive); foreground is excluded later
+    burst_labels: np.ndarray  # (B,) int64: the video class whose group a burst carries
 
 
 def _plan(cfg: SynthConfig, video: VideoAnnotation, index: int) -> _Plan:
@@ -408,13 +423,16 @@ def _plan(cfg: SynthConfig, video: VideoAnnotation, index: int) -> _Plan:
     u = rng.random((len(s0), 2))
     frac = cfg.core_fraction_min + (cfg.core_fraction_max - cfg.core_fraction_min) * u[:, 0]
     core = np.where(length > 0, np.maximum(1, np.rint(frac * length)), 0).astype(np.int64)
-    cs = s0 + np.floor(u[:, 1] * (length - core + 1)).astype(np.int64)
+    where = cfg.core_position_min + (cfg.core_position_max - cfg.core_position_min) * u[:, 1]
+    cs = s0 + np.minimum(np.floor(where * (length - core + 1)), length - core).astype(np.int64)
     inst = np.stack([s0, cs, cs + core, e0], axis=1)
     n_bursts = int(rng.poisson(cfg.distractors_per_minute * video.duration / 60.0))
     b0 = rng.integers(0, T, size=n_bursts)
     blen = np.ceil(rng.uniform(cfg.distractor_min_s, cfg.distractor_max_s, size=n_bursts) / sn).astype(np.int64)
     bursts = np.stack([b0, np.minimum(T, b0 + blen)], axis=1).astype(np.int64)
-    return _Plan(T, inst.astype(np.int64), np.asarray(video.labels, dtype=np.int64), bursts)
+    labels = np.asarray(video.labels, dtype=np.int64)
+    burst_labels = labels[rng.integers(0, len(labels), size=n_bursts)] if len(labels) else np.zeros(n_bursts, np.int64)
+    return _Plan(T, inst.astype(np.int64), labels, bursts, burst_labels)
 
 
 def _paint(T: int, K: int, starts: np.ndarray, ends: np.ndarray, cols: np.ndarray,
@@ -448,6 +466,8 @@ def _coefficients(plan: _Plan, proto: _Prototypes, group_size: int) -> tuple[np.
     bursts = _paint(T, max(B, 1), plan.bursts[:, 0], plan.bursts[:, 1], np.arange(B))[:, :B]
     bursts[fg] = 0.0  # distractors only in the background
     W[:, proto.burst_motion] = bursts.sum(axis=1)
+    if B:
+        W[:, proto.burst_group0:proto.context0] = bursts @ np.eye(proto.num_groups)[plan.burst_labels // group_size]
     np.clip(W, 0.0, 1.0, out=W)  # overlapping (real) instances do not add up
     np.clip(bursts, 0.0, 1.0, out=bursts)
     return W.astype(np.float32), bursts.astype(np.float32)
@@ -475,7 +495,11 @@ def _features(cfg: SynthConfig, plan: _Plan, proto: _Prototypes, index: int) -> 
     kernel = kernel / kernel.sum()
     x = rng.standard_normal((T, D), dtype=np.float32)
     x *= np.float32(cfg.noise_strength / math.sqrt(float((kernel ** 2).sum())))
-    scene = rng.standard_normal(D, dtype=np.float32)
+    if proto.scenes is None:
+        scene = rng.standard_normal(D, dtype=np.float32)
+    else:  # a random mix of the shared scene directions, unit variance per dimension
+        mix = rng.standard_normal(len(proto.scenes))
+        scene = (mix / np.linalg.norm(mix)) @ proto.scenes
     burst_dirs = rng.standard_normal((len(plan.bursts), h), dtype=np.float32)
     W, bursts = _coefficients(plan, proto, cfg.class_group_size)
     x += scene * np.float32(cfg.scene_strength)

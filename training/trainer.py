@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from runtime.errors import ConfigError, DataError
+from runtime.errors import BundleError, ConfigError, DataError
 from runtime.fileio import atomic_write, write_json_atomic
 from training import distributed as ddp
 from training.batches import TrainSamples, collate
-from training.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, from_dict, to_dict
 from training.data import WtalDataset
 from training.device import amp_dtype, select_device
@@ -74,20 +74,30 @@ def _trim_metrics(path: Path, last_epoch: int) -> None:
     if not path.is_file():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            if json.loads(line).get("epoch", 0) <= last_epoch:
-                keep.append(line)
-        except ValueError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue  # a line cut by a kill
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch <= last_epoch:
+            keep.append(line)
     with atomic_write(path, "w") as fh:
         fh.write("".join(x + "\n" for x in keep))
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+    except OSError as exc:
+        raise DataError(f"cannot append to {path}: {exc.strerror}; free space or check the folder, then "
+                        f"continue with hamnet train --resume {path.parent}") from None
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / LATEST).exists() or any((run_dir / CHECKPOINTS).glob("epoch-*"))
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -96,9 +106,14 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raise DataError(f"{run_dir}: not a training run (no {CONFIG_FILE}); pass the folder `hamnet train` wrote")
     try:
         raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DataError(f"{path}: corrupt run config ({exc}); start a new run") from exc
+    except (ValueError, OSError, RecursionError) as exc:
+        raise DataError(f"{path}: corrupt run config ({_first_line(exc)}); start a new run") from None
     return from_dict(raw, where=str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool = False,
@@ -131,22 +146,45 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
     model = HamNet.from_config(cfg.model).to(device)
     optimizer = _make_optimizer(cfg, model)
     start_epoch = 1
+    if resume and not _has_checkpoint(run_dir):
+        # Stopped before its first checkpoint: nothing to continue from, start at epoch 1.
+        resume = False
+        if main:
+            console.print(f"[yellow]{run_dir} has no checkpoint yet: starting from epoch 1[/]")
+            _trim_metrics(run_dir / METRICS_FILE, 0)
+    elif not resume and main and (run_dir / LATEST).exists():
+        raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
+                          "or choose another --out")
     if resume:
         ckpt = load_checkpoint(run_dir, with_optimizer=True)
         if ckpt.classes != data.classes:
             raise DataError(f"{run_dir}: the run was trained on {len(ckpt.classes)} classes, this dataset has "
                             f"{data.num_classes} (or in another order); resume with the same dataset")
-        model.load_state_dict(ckpt.model_state)
+        saved_dim = ckpt.state.get("feature_dim")
+        if saved_dim is not None and saved_dim != data.feature_dim:
+            raise DataError(f"{run_dir}: the run was trained on {saved_dim}-D features, this dataset has "
+                            f"{data.feature_dim}-D; resume with the same dataset")
+        try:
+            model.load_state_dict(ckpt.model_state)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).split())[:240]  # names the first mismatching tensor
+            raise BundleError(f"{ckpt.path}: weights do not fit the run's model ({first}); resume from another "
+                              "checkpoint or start a new run") from None
         if ckpt.optimizer_state is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)
+            try:
+                optimizer.load_state_dict(ckpt.optimizer_state)
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+                raise BundleError(f"{ckpt.path / 'optimizer.pt'}: optimizer state does not fit the model "
+                                  f"({type(exc).__name__}); resume from another checkpoint") from None
         start_epoch = ckpt.epoch + 1
         if main:
             _trim_metrics(run_dir / METRICS_FILE, ckpt.epoch)
     elif main:
-        if (run_dir / LATEST).exists():
-            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
-                              "or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the run folder {run_dir}: {exc.strerror}; choose a writable "
+                            "--out") from None
     if main:
         write_json_atomic(run_dir / CONFIG_FILE, to_dict(cfg))
 
