@@ -38,11 +38,9 @@ DOCUMENTED: tuple[type[BaseException], ...] = (HamnetError,)
 
 CLASSES = ["Alpha", "Beta", "Gamma"]
 FEATURE_DIM = 4
-MIN_TOPK_RATIO = float(os.environ.get("HAMNET_FUZZ_MIN_TOPK_RATIO", "1.0"))
-"""Smallest top-k ratio the post-processing targets draw. Below 1, k = T / r exceeds T and
-`runtime.postprocess` fails with a ValueError (known, see docs/RELIABILITY.md); lower it to
-0.01 (or set HAMNET_FUZZ_MIN_TOPK_RATIO=0.01) once PostprocessConfig refuses such ratios or
-the top-k clamps k to T."""
+MIN_TOPK_RATIO = float(os.environ.get("HAMNET_FUZZ_MIN_TOPK_RATIO", "0.01"))
+"""Smallest top-k ratio the post-processing targets draw; ratios below 1 must be refused
+with a ConfigError by PostprocessConfig (they once crashed np.partition)."""
 
 _SPECIAL = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, -1e308, 5e-324, 1e-300, 3.5e38, -3.5e38, 1.0)
 

@@ -45,7 +45,7 @@ class PostprocessConfig:
     THUMOS14; `PostprocessConfig.activitynet()` gives the ActivityNet1.2 recipe."""
 
     topk_ratio: float = 10.0
-    """r of the top-k MIL pooling: k = max(1, floor(T / r)) snippets per class."""
+    """r of the top-k MIL pooling: k = max(1, floor(T / r)) snippets per class; r >= 1."""
     class_threshold: float = 0.2
     """Classes with video score p_c >= this are localized."""
     action_thresholds: tuple[float, ...] = thresholds_released()
@@ -124,7 +124,7 @@ class PostprocessConfig:
             object.__setattr__(self, name, value)
             return value
 
-        number("topk_ratio", positive=True)
+        number("topk_ratio", low=1.0, high=math.inf)  # k = floor(T / r) <= T
         number("class_threshold", low=0.0, high=1.0)
         number("outer_ratio", low=0.0, high=math.inf)
         number("score_weight")

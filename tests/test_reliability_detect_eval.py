@@ -535,9 +535,6 @@ def test_checkpoint_with_another_class_count_is_refused_by_eval(env, tmp_path):
     one_line_error(cli("eval", env["run"], "--data", other), 2, "differ from the checkpoint's")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/postprocess.py accepts topk_ratio < 1, then k = T / r > T makes "
-                   "np.partition raise ValueError (a traceback); the fix belongs in PostprocessConfig "
-                   "(reported): remove this mark once it is a ConfigError")
 def test_topk_ratio_below_one_is_a_one_line_error(env):
     one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--set", "topk_ratio=0.3"), 2, "topk_ratio")
 
