@@ -46,3 +46,20 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def import_torch() -> None:
+    """Import PyTorch with Ctrl-C held back: a SIGINT that lands inside torch's native
+    start-up aborts the process (a C++ `terminate`), so it is delivered right after the
+    import instead, where it becomes the usual quiet interrupt (exit 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        import torch  # noqa: F401
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

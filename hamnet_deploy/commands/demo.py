@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.rule import Rule
 
-from hamnet_deploy.console import console, handle_errors
+from hamnet_deploy.console import console, handle_errors, import_torch
 from runtime.errors import ConfigError
 
 # Small on purpose: the demo shows every stage in a few minutes on 2 CPU cores.
@@ -36,6 +36,7 @@ def demo_command(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an earlier demo in --out."),
 ) -> None:
     """Run synth -> train -> eval -> export -> detect on synthetic data, printing each stage."""
+    import_torch()
     from export.options import DEFAULT_OPSET
     from export.pipeline import run_export
     from hamnet_deploy.commands.detect import run_detect

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from export.verify import verify_available
-from hamnet_deploy.console import console, err_console, handle_errors
+from hamnet_deploy.console import console, err_console, handle_errors, import_torch
 from runtime.errors import ConfigError
 
 
@@ -125,6 +125,7 @@ def export_command(
         raise ConfigError(f"{checkpoint}: checkpoint not found; pass a run folder from hamnet train or its "
                           "checkpoints/epoch-N folder")
     out = out if out is not None else default_out(checkpoint)
+    import_torch()
     from export.pipeline import run_export
 
     outcome = run_export(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hamnet_deploy.console import console, handle_errors
+from hamnet_deploy.console import console, handle_errors, import_torch
 
 
 @handle_errors
@@ -27,6 +27,7 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
+    import_torch()
     from training.config import apply_overrides, load_recipe
     from training.data import load_dataset
     from training.trainer import load_run_config, train
