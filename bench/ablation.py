@@ -34,14 +34,14 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from training.checkpoint import load_model  # noqa: E402
-from training.config import ABLATIONS, apply_overrides, load_recipe  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.device import select_device  # noqa: E402
-from training.embedded import embedded_dataset  # noqa: E402
-from training.evaluate import evaluate_model  # noqa: E402
-from training.inference import postprocess_config  # noqa: E402
-from training.trainer import train  # noqa: E402
+from hamnet_deploy.training.checkpoint import load_model  # noqa: E402
+from hamnet_deploy.training.config import ABLATIONS, apply_overrides, load_recipe  # noqa: E402
+from hamnet_deploy.training.data import load_dataset  # noqa: E402
+from hamnet_deploy.training.device import select_device  # noqa: E402
+from hamnet_deploy.training.embedded import embedded_dataset  # noqa: E402
+from hamnet_deploy.training.evaluate import evaluate_model  # noqa: E402
+from hamnet_deploy.training.inference import postprocess_config  # noqa: E402
+from hamnet_deploy.training.trainer import train  # noqa: E402
 
 TIMELINES = ROOT.parent / "shared" / "data" / "thumos14-reduced" / "thumos14-reduced.json"
 PAPER_AVG = {"exp1": 24.6, "exp2": 30.8, "exp3": 28.9, "exp4": 30.9, "exp5": 34.8, "exp6": 30.9,

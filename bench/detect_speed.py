@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 def make_bundle(work: Path, data: Path, dim: int, classes: int, calib_videos: int) -> Path:
     import torch
 
-    from runtime.postprocess import PostprocessConfig
-    from training.checkpoint import save_checkpoint
-    from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
-    from training.model import HamNet
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.training.checkpoint import save_checkpoint
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.model import HamNet
 
     run = work / "run"
     cfg = TrainConfig(model=ModelConfig(feature_dim=dim, num_classes=classes),
@@ -68,10 +68,10 @@ def make_bundle(work: Path, data: Path, dim: int, classes: int, calib_videos: in
 
 def throughput(bundle: Path, files: list[Path], backend: str, threads: int, max_t: int | None,
                batch_size: int) -> dict:
-    from runtime.backends.select import select_runner
-    from runtime.feature_files import load_features, video_id
-    from runtime.inference import Inference
-    from runtime.postprocess import localize_many
+    from hamnet_deploy.runtime.backends.select import select_runner
+    from hamnet_deploy.runtime.feature_files import load_features, video_id
+    from hamnet_deploy.runtime.inference import Inference
+    from hamnet_deploy.runtime.postprocess import localize_many
 
     sel = select_runner(bundle, backend, "cpu", threads=threads)
     info = sel.info
@@ -113,8 +113,8 @@ def _rss_kib(field: str) -> int | None:
 
 def memory_case(bundle: Path, backend: str, length: int, max_t: int | None, threads: int) -> dict:
     """Run in a fresh process: peak extra RSS of one `length`-snippet video."""
-    from runtime.backends.select import select_runner
-    from runtime.inference import Inference
+    from hamnet_deploy.runtime.backends.select import select_runner
+    from hamnet_deploy.runtime.inference import Inference
 
     sel = select_runner(bundle, backend, "cpu", threads=threads)
     info = sel.info
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--calib-videos", type=int, default=8)
     ap.add_argument("--memory-case", nargs=4, metavar=("BUNDLE", "BACKEND", "T", "MAX_T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from runtime.backends.onnxruntime import usable_cores
+    from hamnet_deploy.runtime.backends.onnxruntime import usable_cores
 
     threads = args.threads or usable_cores()
     if args.memory_case:
@@ -159,8 +159,8 @@ def main() -> None:
         print(json.dumps(memory_case(Path(bundle), backend, int(length), int(max_t) or None, threads)))
         return
 
-    from runtime.bundle import load_bundle
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="hamnet-detect-bench-") as tmp:
         work = Path(tmp)

@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.annotations import Annotations, load_annotation_json  # noqa: E402
-from runtime.detections import Detections  # noqa: E402
-from runtime.evaluation import THUMOS14_TIOU, evaluate_detection  # noqa: E402
+from hamnet_deploy.runtime.annotations import Annotations, load_annotation_json  # noqa: E402
+from hamnet_deploy.runtime.detections import Detections  # noqa: E402
+from hamnet_deploy.runtime.evaluation import THUMOS14_TIOU, evaluate_detection  # noqa: E402
 
 ANNOTATIONS = ROOT.parent / "shared" / "data" / "thumos14-reduced" / "thumos14-reduced.json"
 TARGET_SECONDS = 1.0

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from export.onnx_export import export_onnx  # noqa: E402
-from training.model import HamNet  # noqa: E402
+from hamnet_deploy.export.onnx_export import export_onnx  # noqa: E402
+from hamnet_deploy.training.model import HamNet  # noqa: E402
 
 T_VALUES = (64, 339, 2615)
 
@@ -53,7 +53,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.checkpoint:
-        from training.checkpoint import load_model
+        from hamnet_deploy.training.checkpoint import load_model
 
         loaded = load_model(args.checkpoint)
         model, classes = loaded.model, loaded.classes

@@ -105,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from export.formats import benchmark_formats
-    from export.int8_cpu import calibration_features, quantize_int8_cpu
-    from export.onnx_export import export_onnx
-    from export.parity import compare, ort_runner, random_features, torch_runner
-    from training.model import HamNet
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.export.formats import benchmark_formats
+    from hamnet_deploy.export.int8_cpu import calibration_features, quantize_int8_cpu
+    from hamnet_deploy.export.onnx_export import export_onnx
+    from hamnet_deploy.export.parity import compare, ort_runner, random_features, torch_runner
+    from hamnet_deploy.training.model import HamNet
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     console = Console(width=max(110, Console().width))
     torch.set_num_threads(args.threads)

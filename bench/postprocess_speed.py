@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.detections import Detections  # noqa: E402
-from runtime.postprocess import PostprocessConfig, localize, localize_many  # noqa: E402
+from hamnet_deploy.runtime.detections import Detections  # noqa: E402
+from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize, localize_many  # noqa: E402
 
 TARGET_SPEEDUP = 30.0
 

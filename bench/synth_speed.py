@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.synth import SynthConfig, dataset_stats, generate_dataset  # noqa: E402
+from hamnet_deploy.training.synth import SynthConfig, dataset_stats, generate_dataset  # noqa: E402
 
 
 def _size(folder: Path) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runtime.bundle import (
+from hamnet_deploy.runtime.bundle import (
     MANIFEST,
     EngineEntry,
     Manifest,
@@ -33,8 +33,8 @@ from runtime.bundle import (
     safe_relative_name,
     sha256_file,
 )
-from runtime.errors import BundleError
-from runtime.fileio import write_json_atomic
+from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.fileio import write_json_atomic
 
 
 def check_target(target: str | os.PathLike, force: bool = False) -> Path:
@@ -223,7 +223,7 @@ def build_manifest(*, classes: Sequence[str], feature_dim: int, snippet_seconds:
                    receptive_radius: int, postprocess: Mapping[str, Any], models: Mapping[str, ModelFile],
                    engines: Sequence[EngineEntry] = (), config: Mapping[str, Any] | None = None,
                    source: Mapping[str, Any] | None = None) -> Manifest:
-    from hamnet_deploy import __version__
+    from hamnet_deploy.runtime.version import __version__
 
     return Manifest(classes=tuple(classes), feature_dim=int(feature_dim),
                     snippet_seconds=float(snippet_seconds), receptive_radius=int(receptive_radius),

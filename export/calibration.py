@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError
 
 DEFAULT_CALIB_VIDEOS = 32
 TEST_SUBSETS = ("test", "testing")
@@ -26,7 +26,7 @@ def calibration_features(data: str | os.PathLike, videos: int = DEFAULT_CALIB_VI
     evenly over the split (deterministic); with `max_snippets`, longer ones are cut to
     a window of that length at a seeded position.
     """
-    from training.data import load_dataset
+    from hamnet_deploy.training.data import load_dataset
 
     if videos < 1:
         raise DataError(f"calibration videos {videos}: need at least 1 (--calib-videos)")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from export.calibration import DEFAULT_CALIB_VIDEOS
-from export.calibration import calibration_features as shared_calibration_features
-from runtime.errors import BackendUnavailable, BundleError, DataError
+from hamnet_deploy.export.calibration import DEFAULT_CALIB_VIDEOS
+from hamnet_deploy.export.calibration import calibration_features as shared_calibration_features
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
 
 MAX_CALIB_SNIPPETS = 1024
 """Calibration videos longer than this are cut to a window of this many snippets

@@ -29,10 +29,10 @@ import onnx
 import torch
 from torch import nn
 
-from export.options import DEFAULT_OPSET, check_opset
-from runtime.bundle import TensorSpec
-from runtime.errors import BundleError
-from runtime.fileio import write_bytes_atomic
+from hamnet_deploy.export.options import DEFAULT_OPSET, check_opset
+from hamnet_deploy.runtime.bundle import TensorSpec
+from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.fileio import write_bytes_atomic
 
 INPUT = "features"
 OUTPUTS = ("cas", "attention")
@@ -150,7 +150,7 @@ def read_metadata(path_or_proto: str | os.PathLike | onnx.ModelProto) -> dict[st
 def model_metadata(model: nn.Module, classes: Sequence[str], snippet_seconds: float,
                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metadata recorded in the ONNX file."""
-    from hamnet_deploy import __version__
+    from hamnet_deploy.runtime.version import __version__
 
     return {
         "classes": list(classes),
@@ -223,7 +223,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, classes: Sequence[
         proto = slim
     check_dynamic(proto, int(model.feature_dim), num_classes)
     proto.producer_name = "hamnet-deploy"
-    from hamnet_deploy import __version__
+    from hamnet_deploy.runtime.version import __version__
 
     proto.producer_version = __version__
     proto.doc_string = "HAM-Net branches: features [batch, T, D] -> cas [batch, T, C+1], attention [batch, T, 1]"

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 DEFAULT_OPSET = 17
 """ONNX opset of the exported graph: 17 is what TensorRT 8.5/8.6 (JetPack 5.1/6.0)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, BundleError
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError
 
 OUTPUTS = ("cas", "attention")
 PARITY_LENGTHS = (1, 2, 37, 339, 2615)
@@ -247,8 +247,8 @@ def score_outputs(name: str, outputs: Sequence[tuple[np.ndarray, np.ndarray]], d
                   thresholds: Sequence[float], reference: bool = False) -> TaskScore:
     """Localize every video of `data` (a training.data.WtalDataset) from its outputs with
     the runtime's post-processing and evaluate against its ground truth (SPEC §4-5)."""
-    from runtime.evaluation import evaluate_classification, evaluate_detection
-    from runtime.postprocess import localize_many, video_scores
+    from hamnet_deploy.runtime.evaluation import evaluate_classification, evaluate_detection
+    from hamnet_deploy.runtime.postprocess import localize_many, video_scores
 
     items = [(v, cas, att, data.annotations.videos[v].duration)
              for v, (cas, att) in zip(data.names, outputs, strict=True)]

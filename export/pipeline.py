@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from export.verify import verify_models
-from runtime.errors import HamnetError
+from hamnet_deploy.export.verify import verify_models
+from hamnet_deploy.runtime.errors import HamnetError
 
 TRT_MISSING_HINT = ("install TensorRT (pip install \"hamnet-deploy[trt]\"; on Jetson use JetPack's TensorRT) "
                     "and run on a machine with an NVIDIA GPU, or build the engines later from the bundle's "
@@ -46,7 +46,7 @@ def build_engines_hook(onnx_path: Path, stage_dir: Path, options: Any) -> tuple[
     import importlib
 
     try:
-        tensorrt_build = importlib.import_module("export.tensorrt_build")
+        tensorrt_build = importlib.import_module("hamnet_deploy.export.tensorrt_build")
     except ImportError as exc:
         return [], f"TensorRT engines were not built: TensorRT support is not available here ({exc}); " + TRT_MISSING_HINT
     try:
@@ -61,7 +61,7 @@ def build_engines_hook(onnx_path: Path, stage_dir: Path, options: Any) -> tuple[
 
 
 def _int8_parity(fp32: Path, int8: Path, feats: list, feature_dim: int) -> Any:
-    from export.parity import compare, ort_runner
+    from hamnet_deploy.export.parity import compare, ort_runner
 
     named = [(f"calib video {i} (T {len(x)})", x[None]) for i, x in enumerate(feats[:4])]
     return compare(ort_runner(fp32), ort_runner(int8), [(1, 1), (1, 37), (1, 339)], feature_dim=feature_dim,
@@ -76,11 +76,16 @@ def run_export(checkpoint: Path, out: Path, console: Console, *, opset: int, for
     """The export pipeline (the command without argument parsing)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from export.bundle_writer import BundleStage, build_manifest, check_target, config_summary
-    from export.onnx_export import export_onnx
-    from export.parity import check_onnx_parity, parity_cases
-    from runtime.bundle import ONNX, ONNX_INT8, load_bundle
-    from training.checkpoint import load_model
+    from hamnet_deploy.export.bundle_writer import (
+        BundleStage,
+        build_manifest,
+        check_target,
+        config_summary,
+    )
+    from hamnet_deploy.export.onnx_export import export_onnx
+    from hamnet_deploy.export.parity import check_onnx_parity, parity_cases
+    from hamnet_deploy.runtime.bundle import ONNX, ONNX_INT8, load_bundle
+    from hamnet_deploy.training.checkpoint import load_model
 
     check_target(out, force)
     with console.status(f"loading {_p(checkpoint)}"):
@@ -119,8 +124,8 @@ def run_export(checkpoint: Path, out: Path, console: Console, *, opset: int, for
         if int8_cpu:
             import onnx
 
-            from export.int8_cpu import calibration_features, quantize_int8_cpu
-            from export.onnx_export import graph_io, model_opset
+            from hamnet_deploy.export.int8_cpu import calibration_features, quantize_int8_cpu
+            from hamnet_deploy.export.onnx_export import graph_io, model_opset
 
             with console.status(f"loading calibration features from {_p(calib)}"):
                 feats = calibration_features(calib, calib_videos, subset=cfg.data.train_subset,
@@ -168,7 +173,7 @@ def run_export(checkpoint: Path, out: Path, console: Console, *, opset: int, for
     bundle = load_bundle(out)  # read back exactly as the runtime will (checksums included)
     print_files(bundle, console)
     if triton is not None:
-        from export.triton import write_triton_repository
+        from hamnet_deploy.export.triton import write_triton_repository
 
         with console.status(f"writing Triton model repository {_p(triton)}"):
             outcome.triton = write_triton_repository(bundle, triton, max_batch=triton_max_batch, force=force)

@@ -51,21 +51,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from export.trt_calibrator import (
+from hamnet_deploy.export.trt_calibrator import (
     calibration_batches,
     load_calibration_features,
     make_entropy_calibrator,
 )
-from export.trt_precision import (
+from hamnet_deploy.export.trt_precision import (
     BUILDER_FLAGS,
     GRAPH,
     convert_onnx_fp16,
     precision_path,
     quantize_onnx_qdq,
 )
-from runtime.errors import BackendUnavailable, BundleError, ConfigError
-from runtime.fileio import write_bytes_atomic
-from runtime.trt_compat import (
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
+from hamnet_deploy.runtime.fileio import write_bytes_atomic
+from hamnet_deploy.runtime.trt_compat import (
     DLA_MAX_DIM,
     cuda_devices,
     engine_file_name,

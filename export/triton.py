@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.bundle_writer import publish_permissions
-from runtime.bundle import ONNX, ONNX_INT8, Bundle, EngineEntry
-from runtime.errors import BundleError
+from hamnet_deploy.export.bundle_writer import publish_permissions
+from hamnet_deploy.runtime.bundle import ONNX, ONNX_INT8, Bundle, EngineEntry
+from hamnet_deploy.runtime.errors import BundleError
 
 MODEL_NAME = "hamnet"
 LABELS_FILE = "labels.txt"

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from export.calibration import calibration_features
-from runtime.errors import DataError
-from runtime.fileio import write_bytes_atomic
+from hamnet_deploy.export.calibration import calibration_features
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.fileio import write_bytes_atomic
 
 MAX_CALIB_CHUNKS = 512
 """Upper bound on calibration chunks (each T x D), whatever the dataset size."""
@@ -121,7 +121,7 @@ def make_entropy_calibrator(trt: Any, batches: Sequence[np.ndarray] | Callable[[
             array = data[self._next]
             self._next += 1
             if self._cuda is None:
-                from runtime.backends.tensorrt import cuda_memory_api
+                from hamnet_deploy.runtime.backends.tensorrt import cuda_memory_api
 
                 self._cuda = cuda_memory_api()
             if self._ptr is None or array.nbytes > self._nbytes:

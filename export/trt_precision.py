@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, BundleError, ConfigError
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
 
 BUILDER_FLAGS = "builder_flags"
 GRAPH = "graph"

@@ -10,12 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from runtime.errors import BundleError
+from hamnet_deploy.runtime.errors import BundleError
 
 
 def verify_available() -> bool:
     """True when the evaluation code the accuracy guard needs is installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("runtime.evaluation", "training.inference"))
+    return all(importlib.util.find_spec(m) is not None for m in ("hamnet_deploy.runtime.evaluation", "hamnet_deploy.training.inference"))
 
 
 def verify_models(loaded: Any, models: dict[str, Path], data: Path, max_drop: float, allow_drop: bool,
@@ -27,11 +27,11 @@ def verify_models(loaded: Any, models: dict[str, Path], data: Path, max_drop: fl
     import torch
     from rich.table import Table
 
-    from export.parity import accuracy_guard, ort_runner, run_videos, score_outputs
-    from runtime.errors import DataError
-    from runtime.evaluation import ACTIVITYNET_TIOU, THUMOS14_TIOU
-    from training.data import load_dataset
-    from training.inference import run_model
+    from hamnet_deploy.export.parity import accuracy_guard, ort_runner, run_videos, score_outputs
+    from hamnet_deploy.runtime.errors import DataError
+    from hamnet_deploy.runtime.evaluation import ACTIVITYNET_TIOU, THUMOS14_TIOU
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.inference import run_model
 
     cfg, model, post = loaded.config, loaded.model, loaded.postprocess
     with console.status(f"loading {escape(str(data))}"):

@@ -123,15 +123,15 @@ def _atheris_child(name: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["runtime", "training", "fuzz"]):
-        import runtime.annotations  # noqa: F401
-        import runtime.bundle  # noqa: F401
-        import runtime.detections  # noqa: F401
-        import runtime.evaluation  # noqa: F401
-        import runtime.feature_files  # noqa: F401
-        import runtime.nms  # noqa: F401
-        import runtime.postprocess  # noqa: F401
-        import runtime.proposals  # noqa: F401
-        import training.data  # noqa: F401
+        import hamnet_deploy.runtime.annotations  # noqa: F401
+        import hamnet_deploy.runtime.bundle  # noqa: F401
+        import hamnet_deploy.runtime.detections  # noqa: F401
+        import hamnet_deploy.runtime.evaluation  # noqa: F401
+        import hamnet_deploy.runtime.feature_files  # noqa: F401
+        import hamnet_deploy.runtime.nms  # noqa: F401
+        import hamnet_deploy.runtime.postprocess  # noqa: F401
+        import hamnet_deploy.runtime.proposals  # noqa: F401
+        import hamnet_deploy.training.data  # noqa: F401
         from fuzz.targets import TARGETS
 
     fn = TARGETS[name]

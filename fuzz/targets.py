@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import HamnetError
+from hamnet_deploy.runtime.errors import HamnetError
 
 DOCUMENTED: tuple[type[BaseException], ...] = (HamnetError,)
 """What a target may raise: the typed errors of runtime/errors.py."""
@@ -248,7 +248,7 @@ MODEL_BYTES = b"not really an onnx model, but the checksums only need bytes"
 def manifest_seed() -> dict[str, Any]:
     import hashlib
 
-    from runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     sha = hashlib.sha256(MODEL_BYTES).hexdigest()
     spec_in = [{"name": "features", "dtype": "float32", "shape": ["batch", "T", FEATURE_DIM]}]
@@ -318,8 +318,8 @@ def _documented(fn: Callable[[], Any]) -> Any:
 def target_npy(data: bytes) -> None:
     """`.npy` feature files: `runtime.feature_files.load_features` (what `hamnet detect`
     reads) and `training.data.read_npy_features` (the per-video training layout)."""
-    from runtime.feature_files import load_features
-    from training.data import read_npy_features
+    from hamnet_deploy.runtime.feature_files import load_features
+    from hamnet_deploy.training.data import read_npy_features
 
     path = _file("video.npy", _content(data, npy_seeds()))
     for dim in (None, FEATURE_DIM):
@@ -332,7 +332,7 @@ def target_npy(data: bytes) -> None:
 
 def target_npz(data: bytes) -> None:
     """`.npz` feature files through `runtime.feature_files.load_features`."""
-    from runtime.feature_files import load_features
+    from hamnet_deploy.runtime.feature_files import load_features
 
     path = _file("video.npz", _content(data, npz_seeds()))
     out = _documented(lambda: load_features(path, None))
@@ -342,9 +342,9 @@ def target_npz(data: bytes) -> None:
 
 def target_annotations(data: bytes) -> None:
     """The annotation JSON loader, then an evaluation against its own ground truth."""
-    from runtime.annotations import annotations_to_json, load_annotation_json
-    from runtime.detections import Detections
-    from runtime.evaluation import evaluate_detection
+    from hamnet_deploy.runtime.annotations import annotations_to_json, load_annotation_json
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.evaluation import evaluate_detection
 
     seed = annotation_seed()
     path = _file("annotations.json", _content(data, [_json_bytes(seed)], [seed]))
@@ -366,9 +366,9 @@ def target_annotations(data: bytes) -> None:
 
 def target_results(data: bytes) -> None:
     """The results reader (ActivityNet JSON or CSV), then evaluation of what it read."""
-    from runtime.annotations import Annotations, build_video
-    from runtime.detections import read_results
-    from runtime.evaluation import evaluate_detection
+    from hamnet_deploy.runtime.annotations import Annotations, build_video
+    from hamnet_deploy.runtime.detections import read_results
+    from hamnet_deploy.runtime.evaluation import evaluate_detection
 
     seed = results_seed()
     content = _content(data, [_json_bytes(seed), results_csv_seed()], [seed])
@@ -391,7 +391,7 @@ def target_results(data: bytes) -> None:
 def target_manifest(data: bytes) -> None:
     """A bundle's manifest.json through `runtime.bundle.load_bundle` (checksums, file
     names that must stay inside the bundle, post-processing settings)."""
-    from runtime.bundle import MANIFEST, load_bundle
+    from hamnet_deploy.runtime.bundle import MANIFEST, load_bundle
 
     folder = scratch() / "bundle"
     folder.mkdir(exist_ok=True)
@@ -416,7 +416,7 @@ def target_manifest(data: bytes) -> None:
 
 def target_postprocess_config(data: bytes) -> None:
     """`PostprocessConfig.from_dict` on arbitrary mappings; what it accepts round-trips."""
-    from runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     d = Draw(data)
     base = PostprocessConfig().to_dict()
@@ -433,7 +433,7 @@ def target_postprocess_config(data: bytes) -> None:
 
 
 def _draw_config(d: Draw) -> Any:
-    from runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     nms = d.choice(["soft", "hard", "none"])
     thresholds = tuple(d.float(-0.2, 1.2, special=d.int(0, 7) == 0) for _ in range(d.int(1, 12)))
@@ -506,7 +506,7 @@ def _check_detections(dets: Any, videos: list[tuple[str, Any]], num_classes: int
 
 def target_localize(data: bytes) -> None:
     """`localize` on one video of random shape and values with random settings."""
-    from runtime.postprocess import localize
+    from hamnet_deploy.runtime.postprocess import localize
 
     d = Draw(data)
     cfg = _draw_config(d)
@@ -524,8 +524,8 @@ def target_localize(data: bytes) -> None:
 
 def target_localize_many(data: bytes) -> None:
     """`localize_many` on a few videos, equal to `localize` one at a time."""
-    from runtime.detections import Detections
-    from runtime.postprocess import localize, localize_many
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.postprocess import localize, localize_many
 
     d = Draw(data)
     cfg = _draw_config(d)
@@ -552,9 +552,9 @@ def target_localize_many(data: bytes) -> None:
 def target_evaluate(data: bytes) -> None:
     """`evaluate_detection` on random ground truth, detections, thresholds, subsets,
     exclusions and Ambiguous regions."""
-    from runtime.annotations import Annotations, build_video
-    from runtime.detections import Detections
-    from runtime.evaluation import evaluate_detection
+    from hamnet_deploy.runtime.annotations import Annotations, build_video
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.evaluation import evaluate_detection
 
     d = Draw(data)
     C = d.int(1, 4)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from runtime.errors import HamnetError
+from hamnet_deploy.runtime.errors import HamnetError
 
 console = Console()
 err_console = Console(stderr=True)

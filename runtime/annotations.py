@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError
 
 
 @dataclass(frozen=True)

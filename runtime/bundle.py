@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from runtime.errors import BundleError, ConfigError
-from runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.errors import BundleError, ConfigError
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import DataError
-from runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
 
 CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
 

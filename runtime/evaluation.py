@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.annotations import Annotations
-from runtime.detections import Detections
-from runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.annotations import Annotations
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 THUMOS14_TIOU: tuple[float, ...] = tuple(round(0.1 * i, 2) for i in range(1, 8))
 ACTIVITYNET_TIOU: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))

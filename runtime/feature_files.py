@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError
 
 SUFFIXES = (".npy", ".npz")
 NPZ_KEY = "features"

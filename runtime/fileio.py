@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError
 
 
 @contextlib.contextmanager

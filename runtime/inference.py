@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, ConfigError
-from runtime.windows import WindowPlan, plan_windows
+from hamnet_deploy.runtime.errors import BackendUnavailable, ConfigError
+from hamnet_deploy.runtime.windows import WindowPlan, plan_windows
 
 DEFAULT_GROUP_SNIPPETS = 16384
 """Snippets of features `stream` gathers before planning a group (64 MiB at D = 1024)."""

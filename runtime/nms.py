@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError
 
 _TINY = float(np.finfo(np.float64).tiny)
 # A bucket of small groups joins a wider one when (rows x width) stays below this: one

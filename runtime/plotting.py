@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.detections import Detections
-from runtime.errors import ConfigError
-from runtime.fileio import write_bytes_atomic
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.runtime.fileio import write_bytes_atomic
 
 PLOT_MISSING = "--plot needs matplotlib: pip install 'hamnet-deploy[plot]'"
 CAS_MODES = ("softmax", "sigmoid")

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from runtime.detections import Detections
-from runtime.errors import ConfigError, DataError
-from runtime.nms import _hard_nms, _soft_nms
-from runtime.proposals import contrast_scores_many, find_runs
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
+from hamnet_deploy.runtime.proposals import contrast_scores_many, find_runs
 
 NMS_METHODS = ("soft", "hard", "none")
 ATTENTION_SOURCES = ("attention", "cas")

@@ -7,7 +7,7 @@ import math
 from rich import box
 from rich.table import Table
 
-from runtime.evaluation import DetectionResult
+from hamnet_deploy.runtime.evaluation import DetectionResult
 
 
 def pct(x: float) -> str:

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runtime.errors import BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 SHORT_MODES = ("bucket", "pad")
 

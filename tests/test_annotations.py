@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from runtime.annotations import annotations_to_json, load_annotation_json
-from runtime.errors import DataError
+from hamnet_deploy.runtime.annotations import annotations_to_json, load_annotation_json
+from hamnet_deploy.runtime.errors import DataError
 
 
 def test_real_thumos_timelines_load(thumos_dir):

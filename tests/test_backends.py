@@ -14,9 +14,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from export.onnx_export import export_onnx
 from hamnet_deploy.cli import app
-from runtime.backends.onnxruntime import (
+from hamnet_deploy.export.onnx_export import export_onnx
+from hamnet_deploy.runtime.backends.onnxruntime import (
     CPU,
     CUDA,
     TRT,
@@ -25,15 +25,15 @@ from runtime.backends.onnxruntime import (
     provider_list,
     usable_cores,
 )
-from runtime.backends.select import resolve_model, select_runner
-from runtime.backends.torch_backend import TorchRunner
-from runtime.bundle import load_bundle
-from runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
-from runtime.inference import Inference
-from runtime.postprocess import PostprocessConfig
-from training.checkpoint import save_checkpoint
-from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from training.model import HamNet
+from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
+from hamnet_deploy.runtime.backends.torch_backend import TorchRunner
+from hamnet_deploy.runtime.bundle import load_bundle
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.inference import Inference
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
+from hamnet_deploy.training.checkpoint import save_checkpoint
+from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from hamnet_deploy.training.model import HamNet
 
 D, C = 16, 3
 CLASSES = ["a", "b", "c"]
@@ -257,8 +257,8 @@ def bundle_with_engine(src: Path, dst: Path, cc: str = "9.0") -> Path:
 
 
 def test_auto_prefers_a_matching_engine_and_falls_back(built, tmp_path, monkeypatch):
-    import runtime.trt_compat as compat
-    from runtime.backends.tensorrt import TensorRTRunner
+    import hamnet_deploy.runtime.trt_compat as compat
+    from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
 
     bundle = bundle_with_engine(built["bundle"], tmp_path / "b")
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0.26")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle_writer import BundleStage, build_manifest, check_target
-from runtime.bundle import (
+from hamnet_deploy.export.bundle_writer import BundleStage, build_manifest, check_target
+from hamnet_deploy.runtime.bundle import (
     MANIFEST,
     EngineEntry,
     Manifest,
@@ -21,8 +21,8 @@ from runtime.bundle import (
     safe_relative_name,
     sha256_file,
 )
-from runtime.errors import BundleError
-from runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
 CLASSES = ["jump", "run", "throw"]
 IO_IN = (TensorSpec("features", "float32", ("batch", "T", 16)),)
@@ -287,7 +287,7 @@ def test_engine_entry_from_dict_validates():
 
 
 def test_runtime_bundle_imports_without_torch_or_onnx():
-    code = ("import sys; import runtime.bundle; "
+    code = ("import sys; import hamnet_deploy.runtime.bundle; "
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules]; "
             "assert not bad, bad")
     root = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ def test_error_messages_keep_brackets(capsys):
     import typer
 
     from hamnet_deploy.console import handle_errors
-    from runtime.errors import DataError
+    from hamnet_deploy.runtime.errors import DataError
 
     @handle_errors
     def boom():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import ConfigError
-from training.config import (
+from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.training.config import (
     ABLATIONS,
     LossConfig,
     TrainConfig,
@@ -200,6 +200,6 @@ def test_ablations_and_effective_loss():
 
 
 def test_config_module_does_not_import_torch():
-    code = "import sys, training.config; sys.exit('torch' in sys.modules)"
+    code = "import sys, hamnet_deploy.training.config; sys.exit('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0

@@ -6,10 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.annotations import Annotations, annotations_to_json, build_video, load_annotation_json
-from runtime.errors import DataError
-from training.data import load_dataset, load_per_video, write_per_video
-from training.wtalc import load_wtalc, load_wtalc_annotations
+from hamnet_deploy.runtime.annotations import (
+    Annotations,
+    annotations_to_json,
+    build_video,
+    load_annotation_json,
+)
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.training.data import load_dataset, load_per_video, write_per_video
+from hamnet_deploy.training.wtalc import load_wtalc, load_wtalc_annotations
 
 CLASSES = ["Jump", "Run", "Throw"]
 D = 8
@@ -148,7 +153,7 @@ def test_wtalc_converts_to_per_video(tmp_path):
 
 
 def test_generated_synthetic_dataset_loads_the_same_both_ways(tmp_path):
-    synth = pytest.importorskip("training.synth")
+    synth = pytest.importorskip("hamnet_deploy.training.synth")
     synth.generate_dataset(tmp_path, synth.SynthConfig(videos=6, dim=16, seed=3), wtalc=True)
     per = load_dataset(tmp_path)
     wt = load_dataset(tmp_path / "wtalc")

@@ -4,7 +4,7 @@ results exist, and detect's mAP equals the checkpoint's."""
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.bundle import load_bundle
+from hamnet_deploy.runtime.bundle import load_bundle
 
 
 def test_demo_runs_every_stage(tmp_path):

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.annotations import load_annotation_json
-from runtime.detections import read_results
+from hamnet_deploy.runtime.annotations import load_annotation_json
+from hamnet_deploy.runtime.detections import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 D, C = 16, 3
@@ -28,10 +28,10 @@ SMALL = ["model.attention_dim=16", "data.num_snippets=24", "data.batch_size=4", 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Synthetic data, a 3-epoch run (the trainer evaluates the last epoch) and its bundle."""
-    from training.config import apply_overrides, load_recipe
-    from training.data import load_dataset
-    from training.synth import SynthConfig, generate_dataset
-    from training.trainer import METRICS_FILE, train
+    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.trainer import METRICS_FILE, train
 
     root = tmp_path_factory.mktemp("detect")
     data = root / "synth"
@@ -218,8 +218,8 @@ def test_bench_times_available_backends_and_skips_the_rest(trained):
 
 
 def test_runtime_flops_formula_matches_the_model():
-    from runtime.benchmark import flops_per_snippet
-    from training.model import HamNet
+    from hamnet_deploy.runtime.benchmark import flops_per_snippet
+    from hamnet_deploy.training.model import HamNet
 
     assert flops_per_snippet(2048, 20, 512) == HamNet(2048, 20).flops_per_snippet()
     assert flops_per_snippet(16, 3, 16) == HamNet(16, 3, attention_dim=16).flops_per_snippet()

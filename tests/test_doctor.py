@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.environment import probe
+from hamnet_deploy.runtime.environment import probe
 
 
 def test_probe_reports_cpu_backend_here():

@@ -14,8 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from hamnet_deploy.commands import eval as eval_cmd
-from runtime.annotations import annotations_to_json, load_annotation_json
-from runtime.detections import Detections
+from hamnet_deploy.runtime.annotations import annotations_to_json, load_annotation_json
+from hamnet_deploy.runtime.detections import Detections
 
 ROOT = Path(__file__).resolve().parents[1]
 

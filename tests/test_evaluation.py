@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.annotations import Annotations, VideoAnnotation, load_annotation_json
-from runtime.detections import Detections
-from runtime.errors import ConfigError, DataError
-from runtime.evaluation import (
+from hamnet_deploy.runtime.annotations import Annotations, VideoAnnotation, load_annotation_json
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.evaluation import (
     ACTIVITYNET_TIOU,
     THUMOS14_TIOU,
     average_precision,

@@ -16,14 +16,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
-from export.parity import ort_runner, random_features, torch_runner
 from hamnet_deploy.cli import app
-from runtime.bundle import load_bundle
-from runtime.postprocess import PostprocessConfig
-from training.checkpoint import save_checkpoint
-from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from training.model import HamNet
-from training.synth import SynthConfig, generate_dataset
+from hamnet_deploy.export.parity import ort_runner, random_features, torch_runner
+from hamnet_deploy.runtime.bundle import load_bundle
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
+from hamnet_deploy.training.checkpoint import save_checkpoint
+from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from hamnet_deploy.training.model import HamNet
+from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
 D, C = 16, 3
 CLASSES = ["Class00", "Class01", "Class02"]
@@ -86,7 +86,7 @@ def test_export_end_to_end(run, synth, tmp_path):
     assert m.engines == () and m.source["epoch"] == 1 and m.config["recipe"] == "thumos14"
     assert m.config["model"]["feature_dim"] == D
     # the bundle's models compute what the checkpoint computes
-    from training.checkpoint import load_model
+    from hamnet_deploy.training.checkpoint import load_model
 
     x = random_features(2, 50, D)
     ref = torch_runner(load_model(run).model)(x)
@@ -173,7 +173,7 @@ def test_trt_without_tensorrt_still_writes_the_bundle(run, tmp_path, monkeypatch
         assert result.exit_code == 2 and "TensorRT" in result.output
         assert load_bundle(tmp_path / "b1").engines == []
     # the builder module missing entirely
-    monkeypatch.setitem(sys.modules, "export.tensorrt_build", None)
+    monkeypatch.setitem(sys.modules, "hamnet_deploy.export.tensorrt_build", None)
     result = invoke(run, "--out", tmp_path / "b2", "--trt", "--skip-parity-long")
     assert result.exit_code == 2
     assert "TensorRT engines were not built" in result.output and "bundle without engines" in result.output
@@ -182,7 +182,7 @@ def test_trt_without_tensorrt_still_writes_the_bundle(run, tmp_path, monkeypatch
 
 
 def _fake_builder(fail: bool = False) -> types.ModuleType:
-    mod = types.ModuleType("export.tensorrt_build")
+    mod = types.ModuleType("hamnet_deploy.export.tensorrt_build")
     calls = []
 
     def build_engines(onnx_path, bundle_dir, options):
@@ -204,7 +204,7 @@ def _fake_builder(fail: bool = False) -> types.ModuleType:
 
 def test_trt_hook_records_engines_and_feeds_triton(run, tmp_path, monkeypatch):
     fake = _fake_builder()
-    monkeypatch.setitem(sys.modules, "export.tensorrt_build", fake)
+    monkeypatch.setitem(sys.modules, "hamnet_deploy.export.tensorrt_build", fake)
     out, repo = tmp_path / "b", tmp_path / "repo"
     result = invoke(run, "--out", out, "--trt", "--fp16", "--min-t", 8, "--opt-t", 256, "--max-t", 1024,
                     "--max-batch", 2, "--workspace-mb", 512, "--skip-parity-long", "--triton", repo)
@@ -223,7 +223,7 @@ def test_trt_hook_records_engines_and_feeds_triton(run, tmp_path, monkeypatch):
 
 
 def test_a_failed_trt_build_leaves_no_partial_engine(run, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "export.tensorrt_build", _fake_builder(fail=True))
+    monkeypatch.setitem(sys.modules, "hamnet_deploy.export.tensorrt_build", _fake_builder(fail=True))
     result = invoke(run, "--out", tmp_path / "b", "--trt", "--skip-parity-long")
     assert result.exit_code == 2 and "builder ran out of memory" in result.output
     assert sorted(os.listdir(tmp_path / "b")) == ["manifest.json", "model.onnx"]

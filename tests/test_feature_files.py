@@ -8,8 +8,13 @@ import pickle
 import numpy as np
 import pytest
 
-from runtime.errors import DataError
-from runtime.feature_files import duplicate_ids, find_feature_files, load_features, video_id
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.feature_files import (
+    duplicate_ids,
+    find_feature_files,
+    load_features,
+    video_id,
+)
 
 D = 8
 

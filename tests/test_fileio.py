@@ -1,6 +1,6 @@
 import pytest
 
-from runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

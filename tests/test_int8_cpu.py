@@ -13,13 +13,18 @@ import onnx
 import pytest
 import torch
 
-from export.int8_cpu import calibration_features, float_nodes, make_reader, quantize_int8_cpu
-from export.onnx_export import export_onnx, read_metadata
-from export.parity import compare, ort_runner, random_features
-from runtime.errors import DataError
-from training.data import load_dataset
-from training.model import HamNet
-from training.synth import SynthConfig, generate_dataset
+from hamnet_deploy.export.int8_cpu import (
+    calibration_features,
+    float_nodes,
+    make_reader,
+    quantize_int8_cpu,
+)
+from hamnet_deploy.export.onnx_export import export_onnx, read_metadata
+from hamnet_deploy.export.parity import compare, ort_runner, random_features
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.training.data import load_dataset
+from hamnet_deploy.training.model import HamNet
+from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
 D, C = 16, 3
 
@@ -115,10 +120,10 @@ def test_quantized_model_runs_close_to_fp32(quantized):
 # --------------------------------------------------------------------------- #
 def _train_small(data_dir, run_dir, steps: int = 150):
     """A briefly trained HAM-Net (D = 16, attention width 16) saved as a checkpoint."""
-    from runtime.postprocess import PostprocessConfig
-    from training.checkpoint import save_checkpoint
-    from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
-    from training.losses import HamNetLoss
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.training.checkpoint import save_checkpoint
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.losses import HamNetLoss
 
     ds = load_dataset(data_dir)
     train = ds.select("validation")
@@ -159,7 +164,7 @@ def _export(*args):
 
 
 def test_accuracy_guard_passes_and_is_recorded(trained, synth, tmp_path):
-    from runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.bundle import load_bundle
 
     out = tmp_path / "b"
     result = _export(trained, "--out", out, "--int8-cpu", "--calib", synth, "--verify", synth, "--skip-parity-long")
@@ -177,10 +182,10 @@ def test_accuracy_guard_passes_and_is_recorded(trained, synth, tmp_path):
 
 
 def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tmp_path, monkeypatch):
-    import export.parity
-    from runtime.bundle import load_bundle
+    from hamnet_deploy.export import parity
+    from hamnet_deploy.runtime.bundle import load_bundle
 
-    monkeypatch.setattr(export.parity, "accuracy_guard", lambda ref, cands, max_drop: [
+    monkeypatch.setattr(parity, "accuracy_guard", lambda ref, cands, max_drop: [
         f"{cands[-1].name}: a drop of 5.00 points > --max-drop {max_drop:g}"])
     args = (trained, "--out", tmp_path / "b", "--int8-cpu", "--calib", synth, "--verify", synth,
             "--skip-parity-long", "--max-drop", "0.5")
@@ -196,7 +201,7 @@ def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tm
 
 
 def test_accuracy_guard_rule():
-    from export.parity import TaskScore, accuracy_guard
+    from hamnet_deploy.export.parity import TaskScore, accuracy_guard
 
     def score(name, avg):
         return TaskScore(name, (0.5,), [avg], avg, 0.5)
@@ -210,8 +215,8 @@ def test_accuracy_guard_rule():
 
 def test_calibration_prefers_the_train_split(tmp_path):
     """ActivityNet-style subsets: `training` is the train split, `validation` the test split."""
-    from export.calibration import calibration_features
-    from training.data import load_dataset, write_per_video
+    from hamnet_deploy.export.calibration import calibration_features
+    from hamnet_deploy.training.data import load_dataset, write_per_video
 
     synth = tmp_path / "s"
     generate_dataset(synth, SynthConfig(videos=8, dim=8, num_classes=2, seed=5))

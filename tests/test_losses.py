@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.config import ABLATIONS, LossConfig, apply_ablation  # noqa: E402
-from training.losses import (  # noqa: E402
+from hamnet_deploy.training.config import ABLATIONS, LossConfig, apply_ablation  # noqa: E402
+from hamnet_deploy.training.losses import (  # noqa: E402
     HamNetLoss,
     bcl_loss,
     drop_masks,

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.config import ModelConfig, load_recipe  # noqa: E402
-from training.model import HamNet, lengths_to_mask  # noqa: E402
+from hamnet_deploy.training.config import ModelConfig, load_recipe  # noqa: E402
+from hamnet_deploy.training.model import HamNet, lengths_to_mask  # noqa: E402
 
 D, C, ATT = 16, 3, 8
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from runtime.errors import DataError
-from runtime.nms import _hard_nms, _soft_nms, hard_nms, segment_iou, soft_nms
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms, hard_nms, segment_iou, soft_nms
 
 
 def loop_soft(seg, scores, sigma=0.3, legacy=False):

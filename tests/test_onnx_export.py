@@ -7,9 +7,16 @@ import onnx
 import pytest
 import torch
 
-from export.onnx_export import check_dynamic, export_onnx, graph_io, read_metadata, torch_to_onnx
-from export.options import DEFAULT_OPSET, TrtOptions, check_opset
-from export.parity import (
+from hamnet_deploy import __version__
+from hamnet_deploy.export.onnx_export import (
+    check_dynamic,
+    export_onnx,
+    graph_io,
+    read_metadata,
+    torch_to_onnx,
+)
+from hamnet_deploy.export.options import DEFAULT_OPSET, TrtOptions, check_opset
+from hamnet_deploy.export.parity import (
     PARITY_BATCHES,
     PARITY_LENGTHS,
     check_onnx_parity,
@@ -18,9 +25,8 @@ from export.parity import (
     parity_cases,
     torch_runner,
 )
-from hamnet_deploy import __version__
-from runtime.errors import BundleError, ConfigError
-from training.model import HamNet
+from hamnet_deploy.runtime.errors import BundleError, ConfigError
+from hamnet_deploy.training.model import HamNet
 
 D, C = 16, 3
 CLASSES = ["jump", "run", "throw"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.detections import Detections, read_results
-from runtime.errors import ConfigError, DataError
-from runtime.postprocess import (
+from hamnet_deploy.runtime.detections import Detections, read_results
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.postprocess import (
     PostprocessConfig,
     cas_foreground,
     localize,
@@ -23,7 +23,7 @@ from runtime.postprocess import (
     thresholds_released,
     video_scores,
 )
-from runtime.proposals import contrast_scores, find_runs
+from hamnet_deploy.runtime.proposals import contrast_scores, find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 C_SELF = math.exp(-1 / 0.3)  # soft-NMS factor between identical segments (IoU 1)

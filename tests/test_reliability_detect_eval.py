@@ -35,11 +35,11 @@ def env(tmp_path_factory):
     """A tiny dataset, an untrained 2-class model exported to a bundle, and a results file."""
     from rich.console import Console
 
-    from export.pipeline import run_export
-    from training.checkpoint import save_checkpoint
-    from training.config import DataConfig, ModelConfig, TrainConfig, to_dict
-    from training.model import HamNet
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.export.pipeline import run_export
+    from hamnet_deploy.training.checkpoint import save_checkpoint
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.model import HamNet
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("reliability")
     data = root / "data"
@@ -50,7 +50,7 @@ def env(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    from runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     save_checkpoint(root / "run", 1, HamNet.from_config(cfg.model), None,
                     {"classes": ann["classes"], "config": to_dict(cfg), "postprocess": PostprocessConfig().to_dict(),
@@ -313,7 +313,7 @@ def _with_engine(env, dst: Path, cc: str, trt: str) -> Path:
 
 @pytest.mark.parametrize("cc, trt, needle", [("8.0", "10.3.0", "sm_80"), ("9.0", "8.6.1", "8.6")])
 def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypatch, cc, trt, needle):
-    import runtime.trt_compat as compat
+    import hamnet_deploy.runtime.trt_compat as compat
 
     bundle = _with_engine(env, tmp_path / "bundle", cc, trt)
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0")
@@ -528,7 +528,7 @@ def test_results_with_times_near_float_max_still_score(env, tmp_path):
 
 
 def test_checkpoint_with_another_class_count_is_refused_by_eval(env, tmp_path):
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     other = tmp_path / "other"
     generate_dataset(other, SynthConfig(videos=4, dim=D, num_classes=C + 1, seed=1))

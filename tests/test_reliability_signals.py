@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import load_bundle
-from training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint
+from hamnet_deploy.runtime.bundle import load_bundle
+from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -99,7 +99,7 @@ def hidden(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("signals-data")
     generate_dataset(root / "data", SynthConfig(videos=6, dim=8, num_classes=2, seed=1))
@@ -109,9 +109,9 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory) -> Path:
     """A finished 2-epoch run (in-process) to export."""
-    from training.config import apply_overrides, load_recipe
-    from training.data import load_dataset
-    from training.trainer import train
+    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.trainer import train
 
     out = tmp_path_factory.mktemp("signals-run") / "run"
     cfg = apply_overrides(load_recipe("thumos14"), ["model.attention_dim=8", "data.num_snippets=8",

@@ -19,8 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.bundle import load_bundle
-from training.checkpoint import load_checkpoint
+from hamnet_deploy.runtime.bundle import load_bundle
+from hamnet_deploy.training.checkpoint import load_checkpoint
 
 D, C = 8, 2
 TINY = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set", "data.batch_size=4",
@@ -50,7 +50,7 @@ def one_line_error(result, needle: str = "") -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny dataset and a 2-epoch run made by `hamnet train` (so --resume finds its data)."""
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("train-export")
     generate_dataset(root / "data", SynthConfig(videos=6, dim=D, num_classes=C, seed=5))
@@ -205,7 +205,7 @@ def test_resume_survives_a_damaged_metrics_log(env, tmp_path):
 
 
 def test_resume_with_another_dataset_is_refused(env, tmp_path):
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     generate_dataset(tmp_path / "more", SynthConfig(videos=4, dim=D, num_classes=C + 1, seed=2))
     generate_dataset(tmp_path / "wider", SynthConfig(videos=4, dim=D * 2, num_classes=C, seed=2))
@@ -240,7 +240,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(env, tmp_pa
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("training.checkpoint.save_file", full)
+    monkeypatch.setattr("hamnet_deploy.training.checkpoint.save_file", full)
     one_line_error(cli("train", "--resume", run, "--epochs", 3, *TINY), "No space left on device")
     monkeypatch.undo()
     ckpt = load_checkpoint(run, with_optimizer=True)
@@ -250,7 +250,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(env, tmp_pa
 
 def test_full_disk_while_logging_metrics(env, tmp_path, monkeypatch):
     run = copy_run(env, tmp_path / "run")
-    import training.trainer as trainer
+    import hamnet_deploy.training.trainer as trainer
 
     real_open = open
 
@@ -265,9 +265,9 @@ def test_full_disk_while_logging_metrics(env, tmp_path, monkeypatch):
 
 
 def test_checkpoint_pruning_keeps_the_latest_past_epoch_9999(tmp_path):
-    from training.checkpoint import save_checkpoint
-    from training.config import ModelConfig
-    from training.model import HamNet
+    from hamnet_deploy.training.checkpoint import save_checkpoint
+    from hamnet_deploy.training.config import ModelConfig
+    from hamnet_deploy.training.model import HamNet
 
     model = HamNet.from_config(ModelConfig(feature_dim=D, num_classes=C, attention_dim=8))
     for epoch in (9998, 9999, 10000, 10001):

@@ -27,8 +27,9 @@ except ImportError:
 else:
     raise SystemExit("the torch blocker does not work")
 
-import runtime
-names = ["runtime"] + [m.name for m in pkgutil.walk_packages(runtime.__path__, "runtime.")]
+import hamnet_deploy.runtime
+runtime = hamnet_deploy.runtime
+names = ["hamnet_deploy.runtime"] + [m.name for m in pkgutil.walk_packages(runtime.__path__, "hamnet_deploy.runtime.")]
 for name in names:
     importlib.import_module(name)
 leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
@@ -46,6 +47,6 @@ def test_every_runtime_module_imports_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     imported = set(out.stdout.split())
-    for name in ("runtime.postprocess", "runtime.proposals", "runtime.nms", "runtime.detections",
-                 "runtime.evaluation", "runtime.annotations", "runtime.fileio", "runtime.errors"):
+    for name in ("hamnet_deploy.runtime.postprocess", "hamnet_deploy.runtime.proposals", "hamnet_deploy.runtime.nms", "hamnet_deploy.runtime.detections",
+                 "hamnet_deploy.runtime.evaluation", "hamnet_deploy.runtime.annotations", "hamnet_deploy.runtime.fileio", "hamnet_deploy.runtime.errors"):
         assert name in imported

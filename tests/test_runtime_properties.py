@@ -6,11 +6,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.annotations import Annotations, VideoAnnotation
-from runtime.detections import Detections
-from runtime.evaluation import THUMOS14_TIOU, evaluate_detection
-from runtime.nms import hard_nms, soft_nms
-from runtime.postprocess import PostprocessConfig, localize, localize_many
+from hamnet_deploy.runtime.annotations import Annotations, VideoAnnotation
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.evaluation import THUMOS14_TIOU, evaluate_detection
+from hamnet_deploy.runtime.nms import hard_nms, soft_nms
+from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize, localize_many
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = ["a", "b", "c"]

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from training.sampling import random_perturb, sample_features, sample_indices, uniform_sample
+from hamnet_deploy.training.sampling import (
+    random_perturb,
+    sample_features,
+    sample_indices,
+    uniform_sample,
+)
 
 SIZES = [(10, 3), (500, 500 - 1), (2615, 500), (1001, 500), (37, 8), (9, 2), (501, 500)]
 

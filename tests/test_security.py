@@ -31,11 +31,11 @@ import torch
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.bundle import load_bundle
-from runtime.errors import BundleError, DataError
-from runtime.feature_files import load_features
-from training.checkpoint import load_checkpoint, resolve_checkpoint
-from training.data import load_dataset, read_npy_features
+from hamnet_deploy.runtime.bundle import load_bundle
+from hamnet_deploy.runtime.errors import BundleError, DataError
+from hamnet_deploy.runtime.feature_files import load_features
+from hamnet_deploy.training.checkpoint import load_checkpoint, resolve_checkpoint
+from hamnet_deploy.training.data import load_dataset, read_npy_features
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("runtime", "training", "export", "hamnet_deploy")
@@ -95,9 +95,9 @@ def _keyword_is_true(call: ast.Call, name: str) -> bool:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny dataset, a 1-epoch run (with optimizer state) and its bundle."""
-    from training.config import apply_overrides, load_recipe
-    from training.synth import SynthConfig, generate_dataset
-    from training.trainer import train
+    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.trainer import train
 
     root = tmp_path_factory.mktemp("security")
     generate_dataset(root / "data", SynthConfig(videos=6, dim=D, num_classes=C, seed=6))

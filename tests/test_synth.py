@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from runtime.annotations import load_annotation_json
-from runtime.errors import ConfigError
-from training.synth import (
+from hamnet_deploy.runtime.annotations import load_annotation_json
+from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.training.synth import (
     ROLE_BACKGROUND,
     ROLE_CORE,
     ROLE_DISTRACTOR,
@@ -306,7 +306,7 @@ def test_cli_timelines_subset(tmp_path, thumos_dir):
 
 
 def test_embedded_cache_is_keyed_by_the_generator_settings(tmp_path, monkeypatch):
-    from training.embedded import config_hash, embedded_dataset
+    from hamnet_deploy.training.embedded import config_hash, embedded_dataset
 
     monkeypatch.setenv("HAMNET_CACHE", str(tmp_path))
     a = embedded_dataset(dim=8, videos=4, seed=0)

@@ -23,19 +23,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-import runtime.backends.tensorrt as trt_backend
-from export import tensorrt_build as tb
-from export import trt_precision
-from export.trt_calibrator import (
+import hamnet_deploy.runtime.backends.tensorrt as trt_backend
+from hamnet_deploy.export import tensorrt_build as tb
+from hamnet_deploy.export import trt_precision
+from hamnet_deploy.export.trt_calibrator import (
     calibration_batches,
     load_calibration_features,
     make_entropy_calibrator,
 )
-from export.trt_precision import convert_model_fp16, precision_path
-from runtime import trt_compat
-from runtime.backends.tensorrt import TensorRTRunner
-from runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
-from runtime.trt_compat import (
+from hamnet_deploy.export.trt_precision import convert_model_fp16, precision_path
+from hamnet_deploy.runtime import trt_compat
+from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.trt_compat import (
     ShapeOutsideProfile,
     check_engine_compatible,
     choose_engine,
@@ -205,7 +205,7 @@ def test_choose_engine():
 
 
 def test_compat_accepts_bundle_engine_entries():
-    bundle = pytest.importorskip("runtime.bundle")
+    bundle = pytest.importorskip("hamnet_deploy.runtime.bundle")
     raw = entry(file="a.engine", sha256="a" * 64, input_dim=D)
     obj = bundle.EngineEntry.from_dict(raw, "test")
     check_engine_compatible(obj, "10.3.0.26", "Orin", "8.7")
@@ -261,7 +261,7 @@ def test_cuda_devices_through_cuda_python(monkeypatch):
 def test_runtime_modules_import_without_torch_or_tensorrt():
     import subprocess
 
-    code = ("import sys; import runtime.trt_compat, runtime.backends.tensorrt; "
+    code = ("import sys; import hamnet_deploy.runtime.trt_compat, hamnet_deploy.runtime.backends.tensorrt; "
             "bad = [m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
@@ -285,7 +285,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     """A small HamNet (D=16, C=3) exported as the deployment contract says."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from training.model import HamNet
+    from hamnet_deploy.training.model import HamNet
 
     torch.manual_seed(0)
     net = HamNet(D, C, attention_dim=ATT).eval()
@@ -413,7 +413,7 @@ def test_calibration_batches_shapes():
 
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
-    from training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
     out = tmp_path_factory.mktemp("synth")
     cfg = SynthConfig(videos=6, dim=D, num_classes=C, seed=3, duration_median_s=30.0, duration_min_s=20.0,
@@ -423,7 +423,7 @@ def synth_dataset(tmp_path_factory) -> Path:
 
 
 def test_load_calibration_features_train_split(synth_dataset):
-    from training.data import load_dataset
+    from hamnet_deploy.training.data import load_dataset
 
     feats = load_calibration_features(synth_dataset, feature_dim=D, max_videos=2)
     train = load_dataset(synth_dataset, subset="validation")
@@ -857,7 +857,7 @@ def fake_env(monkeypatch, tmp_path):
 
 
 def trt_options(**kw: Any) -> Any:
-    from export.options import TrtOptions
+    from hamnet_deploy.export.options import TrtOptions
 
     base = {"min_t": 1, "opt_t": 16, "max_t": 64, "max_batch": 2, "workspace_mb": 64}
     base.update(kw)

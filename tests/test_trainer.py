@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
-from training.config import apply_overrides, load_recipe
-from training.data import load_dataset
-from training.synth import SynthConfig, generate_dataset
-from training.trainer import METRICS_FILE, train
+from hamnet_deploy.training.checkpoint import load_checkpoint
+from hamnet_deploy.training.config import apply_overrides, load_recipe
+from hamnet_deploy.training.data import load_dataset
+from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+from hamnet_deploy.training.trainer import METRICS_FILE, train
 
 SMALL = ["model.attention_dim=16", "data.num_snippets=24", "data.batch_size=4", "optim.lr=1e-3",
          "eval_every=0", "device=cpu"]
@@ -51,7 +51,7 @@ def test_short_run_writes_checkpoint_metrics_and_config(small_data, tmp_path):
 
 
 def test_existing_run_is_not_overwritten(small_data, tmp_path):
-    from runtime.errors import ConfigError
+    from hamnet_deploy.runtime.errors import ConfigError
 
     data = load_dataset(small_data)
     train(_cfg(["epochs=1"]), data, tmp_path / "run", progress=False)
@@ -116,7 +116,7 @@ def test_eval_checkpoint_matches_trainer_report(small_data, tmp_path):
 
 def test_untrained_attention_localizes_with_the_cas():
     """BCL only (exp1) trains no attention: its post-processing uses the CAS foreground."""
-    from training.inference import attention_trained, postprocess_config
+    from hamnet_deploy.training.inference import attention_trained, postprocess_config
 
     base = load_recipe("thumos14")
     for name, trained in (("exp1", False), ("exp2", True), ("exp5", True), ("exp11", True)):

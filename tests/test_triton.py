@@ -8,10 +8,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.bundle_writer import BundleStage, build_manifest
-from export.triton import config_pbtxt, pick_engine, write_triton_repository
-from runtime.bundle import EngineEntry, EngineProfile, TensorSpec, load_bundle
-from runtime.errors import BundleError
+from hamnet_deploy.export.bundle_writer import BundleStage, build_manifest
+from hamnet_deploy.export.triton import config_pbtxt, pick_engine, write_triton_repository
+from hamnet_deploy.runtime.bundle import EngineEntry, EngineProfile, TensorSpec, load_bundle
+from hamnet_deploy.runtime.errors import BundleError
 
 D, C = 16, 3
 CLASSES = ["jump", "run", "throw"]

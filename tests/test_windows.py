@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import ConfigError, DataError
-from runtime.inference import Inference, infer_videos
-from runtime.windows import exact_range, plan_windows
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.inference import Inference, infer_videos
+from hamnet_deploy.runtime.windows import exact_range, plan_windows
 
 D, C, H = 6, 3, 5
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.sampling import sample_indices
+from hamnet_deploy.training.sampling import sample_indices
 
 
 class TrainSamples(Dataset):

@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from runtime.errors import BundleError, ConfigError, DataError
-from runtime.fileio import write_json_atomic
+from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.fileio import write_json_atomic
 
 LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
@@ -169,9 +169,9 @@ class LoadedModel:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the HAM-Net of a checkpoint (run folder or epoch folder), in eval mode."""
-    from runtime.postprocess import PostprocessConfig
-    from training.config import from_dict
-    from training.model import HamNet
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.training.config import from_dict
+    from hamnet_deploy.training.model import HamNet
 
     ckpt = load_checkpoint(path)
     cfg = from_dict(ckpt.config, where=str(ckpt.path / "state.json"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 

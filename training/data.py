@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.annotations import Annotations, annotations_to_json, load_annotation_json
-from runtime.errors import DataError
-from runtime.feature_files import check_npy_header
-from runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.annotations import Annotations, annotations_to_json, load_annotation_json
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.feature_files import check_npy_header
+from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
 
 ANNOTATION_FILE = "annotations.json"
 VIDEOS_DIR = "videos"
@@ -247,7 +247,7 @@ def detect_layout(path: str | os.PathLike, name: str | None = None) -> str:
     A folder with both layouts counts as per-video (no pickle). Raises DataError saying
     what was looked for when neither is there.
     """
-    from training.wtalc import FEATURES_SUFFIX, find_wtalc
+    from hamnet_deploy.training.wtalc import FEATURES_SUFFIX, find_wtalc
 
     p = Path(path)
     if not p.exists():
@@ -311,7 +311,7 @@ def load_dataset(path: str | os.PathLike | None = None, feature_dim: int | None 
         raise DataError(f"{p}: holds the W-TALC layout, whose pickled .npy files would run pickle when "
                         f"loaded, refused; allow the pickle layout only for a trusted dataset, or convert "
                         f"it once to the per-video layout (training.data.write_per_video)")
-    from training.wtalc import load_wtalc
+    from hamnet_deploy.training.wtalc import load_wtalc
 
     ds = load_wtalc(p, name, feature_dim=feature_dim)
     return ds if subset is None else ds.select(subset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 
 def select_device(name: str = "auto") -> torch.device:

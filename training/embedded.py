@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from training.synth import SYNTH_VERSION, SynthConfig, generate_dataset
+from hamnet_deploy.training.synth import SYNTH_VERSION, SynthConfig, generate_dataset
 
 
 def cache_root() -> Path:

@@ -9,18 +9,18 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from runtime.detections import Detections
-from runtime.evaluation import (
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.evaluation import (
     ACTIVITYNET_TIOU,
     THUMOS14_TIOU,
     DetectionResult,
     evaluate_classification,
     evaluate_detection,
 )
-from runtime.postprocess import PostprocessConfig
-from runtime.report import map_table
-from training.data import WtalDataset
-from training.inference import detect_dataset
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.report import map_table
+from hamnet_deploy.training.data import WtalDataset
+from hamnet_deploy.training.inference import detect_dataset
 
 
 def thresholds_for(recipe: str) -> tuple[float, ...]:

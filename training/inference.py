@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from runtime.detections import Detections
-from runtime.postprocess import PostprocessConfig, localize_many, video_scores
-from training.config import TrainConfig
-from training.data import WtalDataset
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize_many, video_scores
+from hamnet_deploy.training.config import TrainConfig
+from hamnet_deploy.training.data import WtalDataset
 
 ATTENTION_TERMS = ("sal", "ssal", "sparsity", "guide")
 """Loss terms that pass gradient to the attention branch (HAL's hard mask passes none)."""

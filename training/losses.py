@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from training.config import ABLATIONS, LOSS_TERMS, LossConfig, apply_ablation
-from training.model import lengths_to_mask
+from hamnet_deploy.training.config import ABLATIONS, LOSS_TERMS, LossConfig, apply_ablation
+from hamnet_deploy.training.model import lengths_to_mask
 
 __all__ = [
     "ABLATIONS",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import ModelConfig
+from hamnet_deploy.training.config import ModelConfig
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:

@@ -85,14 +85,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.annotations import (
+from hamnet_deploy.runtime.annotations import (
     Annotations,
     VideoAnnotation,
     annotations_to_json,
     load_annotation_json,
 )
-from runtime.errors import ConfigError, DataError
-from runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
 
 __all__ = [
     "SynthConfig", "generate_dataset", "make_timelines", "dataset_stats", "snippet_roles",

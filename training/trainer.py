@@ -22,18 +22,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from runtime.errors import BundleError, ConfigError, DataError
-from runtime.fileio import atomic_write, write_json_atomic
-from training import distributed as ddp
-from training.batches import TrainSamples, collate
-from training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, from_dict, to_dict
-from training.data import WtalDataset
-from training.device import amp_dtype, select_device
-from training.evaluate import EvalSummary, evaluate_model, print_summary
-from training.inference import postprocess_config
-from training.losses import HamNetLoss
-from training.model import HamNet
+from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.training import distributed as ddp
+from hamnet_deploy.training.batches import TrainSamples, collate
+from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
+from hamnet_deploy.training.config import TrainConfig, from_dict, to_dict
+from hamnet_deploy.training.data import WtalDataset
+from hamnet_deploy.training.device import amp_dtype, select_device
+from hamnet_deploy.training.evaluate import EvalSummary, evaluate_model, print_summary
+from hamnet_deploy.training.inference import postprocess_config
+from hamnet_deploy.training.losses import HamNetLoss
+from hamnet_deploy.training.model import HamNet
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

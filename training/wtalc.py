@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.annotations import Annotations, VideoAnnotation, build_video
-from runtime.errors import DataError
-from training.data import WtalDataset, check_features
+from hamnet_deploy.runtime.annotations import Annotations, VideoAnnotation, build_video
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.training.data import WtalDataset, check_features
 
 FEATURES_SUFFIX = "-JOINTFeatures.npy"  # <Name>-<feature type, e.g. I3D>-JOINTFeatures.npy
 ANNOTATIONS_SUFFIX = "-Annotations"

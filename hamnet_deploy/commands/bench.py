@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hamnet_deploy.console import console, handle_errors
-from runtime.errors import ConfigError, HamnetError
+from hamnet_deploy.runtime.errors import ConfigError, HamnetError
 
 CANDIDATES = ("tensorrt", "onnxruntime", "onnxruntime-int8", "torch")
 
@@ -37,9 +37,9 @@ def bench_command(
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: all usable cores)."),
 ) -> None:
     """Time each available backend at several T: latency, snippets/s, GFLOP/s."""
-    from runtime.backends.select import resolve_model, select_runner
-    from runtime.benchmark import flops_per_snippet, time_runner
-    from runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
+    from hamnet_deploy.runtime.benchmark import flops_per_snippet, time_runner
+    from hamnet_deploy.runtime.bundle import load_bundle
 
     ts = _parse_ints(t_values, "t")
     if batch < 1 or repeats < 1:

@@ -11,7 +11,7 @@ import typer
 from rich.rule import Rule
 
 from hamnet_deploy.console import console, handle_errors, import_torch
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 # Small on purpose: the demo shows every stage in a few minutes on 2 CPU cores.
 DEMO_SETTINGS = ["model.attention_dim=128", "data.batch_size=10", "optim.lr=1e-3", "eval_every=0", "device=cpu"]
@@ -37,19 +37,19 @@ def demo_command(
 ) -> None:
     """Run synth -> train -> eval -> export -> detect on synthetic data, printing each stage."""
     import_torch()
-    from export.options import DEFAULT_OPSET
-    from export.pipeline import run_export
     from hamnet_deploy.commands.detect import run_detect
-    from runtime.detections import read_results
-    from runtime.evaluation import evaluate_detection
-    from runtime.report import map_table
-    from training.checkpoint import load_model
-    from training.config import apply_overrides, load_recipe
-    from training.data import load_dataset
-    from training.device import select_device
-    from training.evaluate import evaluate_model, print_summary
-    from training.synth import SynthConfig, generate_dataset
-    from training.trainer import train
+    from hamnet_deploy.export.options import DEFAULT_OPSET
+    from hamnet_deploy.export.pipeline import run_export
+    from hamnet_deploy.runtime.detections import read_results
+    from hamnet_deploy.runtime.evaluation import evaluate_detection
+    from hamnet_deploy.runtime.report import map_table
+    from hamnet_deploy.training.checkpoint import load_model
+    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.device import select_device
+    from hamnet_deploy.training.evaluate import evaluate_model, print_summary
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.trainer import train
 
     if out.exists() and any(out.iterdir()):
         if not force:

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hamnet_deploy.console import console, err_console, handle_errors
-from runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 RESULT_SUFFIXES = (".json", ".csv")
 
@@ -74,7 +74,7 @@ def parse_value(key: str, text: str) -> Any:
 def postprocess_settings(base: Any, sets: Sequence[str], **flags: Any) -> Any:
     """The bundle's PostprocessConfig, then `--set key=value` items, then the named flags
     (those not None)."""
-    from runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     values = base.to_dict()
     for item in sets:
@@ -100,7 +100,7 @@ class _Reader:
     """Loads and checks the files one by one; bad files go to `failed`, the rest are yielded."""
 
     def __init__(self, files: Sequence[Path], feature_dim: int, on_failure: Any) -> None:
-        from runtime.feature_files import duplicate_ids
+        from hamnet_deploy.runtime.feature_files import duplicate_ids
 
         self.files = list(files)
         self.dim = feature_dim
@@ -111,7 +111,7 @@ class _Reader:
         self.ids: list[str] = []  # videos read, in file order
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        from runtime.feature_files import load_features, video_id
+        from hamnet_deploy.runtime.feature_files import load_features, video_id
 
         for path in self.files:
             if path in self.dups:
@@ -198,14 +198,14 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
                recursive: bool, fp16: bool) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
-    from runtime.backends.select import resolve_model, select_runner
-    from runtime.feature_files import find_feature_files
-    from runtime.inference import Inference
-    from runtime.postprocess import localize_many
+    from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
+    from hamnet_deploy.runtime.feature_files import find_feature_files
+    from hamnet_deploy.runtime.inference import Inference
+    from hamnet_deploy.runtime.postprocess import localize_many
 
     _check_out(out)
     if plot is not None:
-        from runtime.plotting import CAS_MODES, require_matplotlib
+        from hamnet_deploy.runtime.plotting import CAS_MODES, require_matplotlib
 
         require_matplotlib()
         if cas_mode not in CAS_MODES:
@@ -222,7 +222,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     model_path = resolve_model(model)
     ort_trt = None
     if device == "tensorrt":
-        from runtime.backends.onnxruntime import OrtTensorRTOptions
+        from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
 
         top_t = max_t or OrtTensorRTOptions().max_t
         ort_trt = OrtTensorRTOptions(fp16=fp16, opt_t=min(512, top_t), max_t=top_t, max_batch=batch_size)
@@ -288,14 +288,14 @@ def _count(n: int, noun: str) -> str:
 
 
 def _empty(classes: Sequence[str]) -> Any:
-    from runtime.detections import Detections
+    from hamnet_deploy.runtime.detections import Detections
 
     return Detections.empty(classes)
 
 
 def _plots(folder: Path, order: Sequence[str], outputs: dict, dets: Any, info: Any, post: Any, gt: Any,
            cas_mode: str) -> None:
-    from runtime.plotting import plot_video
+    from hamnet_deploy.runtime.plotting import plot_video
 
     with console.status(f"plotting {len(order)} videos into {_p(folder)}"):
         for v in order:

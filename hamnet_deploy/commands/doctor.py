@@ -19,7 +19,7 @@ def doctor_command(
     """Show installed packages, ONNX Runtime providers, TensorRT, CUDA devices and usable backends."""
     from dataclasses import asdict
 
-    from runtime.environment import probe
+    from hamnet_deploy.runtime.environment import probe
 
     env = probe(check_torch=not no_torch)
     if as_json:

@@ -14,19 +14,19 @@ import typer
 from rich.console import Console
 
 from hamnet_deploy.console import console, err_console, handle_errors
-from runtime.annotations import Annotations
-from runtime.errors import ConfigError, DataError
-from runtime.report import map_table
+from hamnet_deploy.runtime.annotations import Annotations
+from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.report import map_table
 
 
 def load_ground_truth(path: Path) -> Annotations:
     """A per-video annotation JSON, or a W-TALC annotation folder (pickled arrays: only
     for trusted datasets the user names)."""
     if path.is_dir():
-        from training.wtalc import load_wtalc_annotations
+        from hamnet_deploy.training.wtalc import load_wtalc_annotations
 
         return load_wtalc_annotations(path)
-    from runtime.annotations import load_annotation_json
+    from hamnet_deploy.runtime.annotations import load_annotation_json
 
     return load_annotation_json(path)
 
@@ -66,10 +66,10 @@ def _checkpoint_detections(checkpoint: Path, data: Path | None, subset: str):
     """Run a checkpoint over a dataset split: (ground truth, detections, subset, video scores)."""
     if data is None:
         raise ConfigError(f"{checkpoint} is a checkpoint: add --data DATASET to run it over the features")
-    from training.checkpoint import load_model
-    from training.data import load_dataset
-    from training.device import select_device
-    from training.inference import detect_dataset
+    from hamnet_deploy.training.checkpoint import load_model
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.device import select_device
+    from hamnet_deploy.training.inference import detect_dataset
 
     loaded = load_model(checkpoint)
     with console.status(f"loading {data}"):
@@ -88,7 +88,7 @@ def _checkpoint_detections(checkpoint: Path, data: Path | None, subset: str):
 
 def _detections(predictions: Path, gt: Annotations):
     """Detections from a results JSON or CSV."""
-    from runtime.detections import read_results
+    from hamnet_deploy.runtime.detections import read_results
 
     if predictions.is_dir():
         raise ConfigError(f"{predictions}: is a folder but not a checkpoint; give a results JSON/CSV file "
@@ -126,8 +126,12 @@ def register(app: typer.Typer) -> None:
             "--json", help="Also write the result (mAP per threshold, per-class AP, settings) as JSON.")] = None,
     ) -> None:
         """Score detections against ground truth: mAP per tIoU threshold and their average."""
-        from runtime.evaluation import evaluate_detection, load_ambiguous, parse_thresholds
-        from runtime.fileio import write_json_atomic
+        from hamnet_deploy.runtime.evaluation import (
+            evaluate_detection,
+            load_ambiguous,
+            parse_thresholds,
+        )
+        from hamnet_deploy.runtime.fileio import write_json_atomic
 
         tiou = parse_thresholds(thresholds)
         if not predictions.exists():
@@ -158,7 +162,7 @@ def register(app: typer.Typer) -> None:
         out = console if console.width >= needed else Console(width=needed, highlight=False)
         out.print(map_table(result, per_class=per_class, title=title))
         if scores is not None:
-            from runtime.evaluation import evaluate_classification
+            from hamnet_deploy.runtime.evaluation import evaluate_classification
 
             console.print(f"classification mAP (%) {100 * evaluate_classification(gt, scores):.2f}")
         if result.dropped_predictions:

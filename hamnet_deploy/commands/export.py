@@ -10,9 +10,9 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from export.verify import verify_available
 from hamnet_deploy.console import console, err_console, handle_errors, import_torch
-from runtime.errors import ConfigError
+from hamnet_deploy.export.verify import verify_available
+from hamnet_deploy.runtime.errors import ConfigError
 
 
 def _p(value: Any) -> str:
@@ -30,8 +30,8 @@ def default_out(checkpoint: Path) -> Path:
 
 def _check_args(*, int8_cpu: bool, calib: Path | None, trt: bool, int8: bool, triton: Path | None,
                 given: dict[str, Any], verify: Path | None, allow_drop: bool, max_drop: float) -> None:
-    from export.formats import check_export_args
-    from export.options import check_opset
+    from hamnet_deploy.export.formats import check_export_args
+    from hamnet_deploy.export.options import check_opset
 
     check_export_args({"int8_cpu": int8_cpu, "trt": trt, "triton": triton is not None},
                       [k for k, v in given.items() if v not in (None, False)])
@@ -60,7 +60,7 @@ def _check_args(*, int8_cpu: bool, calib: Path | None, trt: bool, int8: bool, tr
 
 def _trt_options(given: dict[str, Any], fp16: bool, int8: bool, calib: Path | None, opset: int,
                  timing_cache: Path | None) -> Any:
-    from export.options import TrtOptions
+    from hamnet_deploy.export.options import TrtOptions
 
     base = TrtOptions()
     kwargs = {k: given[k] for k in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb", "calib_videos")
@@ -111,7 +111,7 @@ def export_command(
                                           "cases (faster on small machines)."),
 ) -> None:
     """Export a checkpoint to a verified deployment bundle (ONNX; INT8 for CPUs, TensorRT, Triton)."""
-    from export.options import DEFAULT_OPSET, TrtOptions
+    from hamnet_deploy.export.options import DEFAULT_OPSET, TrtOptions
 
     given = {"opset": opset, "calib": calib, "calib_videos": calib_videos, "fp16": fp16, "int8": int8,
              "min_t": min_t, "opt_t": opt_t, "max_t": max_t, "max_batch": max_batch,
@@ -126,7 +126,7 @@ def export_command(
                           "checkpoints/epoch-N folder")
     out = out if out is not None else default_out(checkpoint)
     import_torch()
-    from export.pipeline import run_export
+    from hamnet_deploy.export.pipeline import run_export
 
     outcome = run_export(
         checkpoint, out, console, opset=opset, force=force, skip_parity_long=skip_parity_long, int8_cpu=int8_cpu,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from hamnet_deploy.console import console, handle_errors
-from runtime.errors import ConfigError
+from hamnet_deploy.runtime.errors import ConfigError
 
 
 def _size_bytes(folder: Path) -> int:
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
-        from training.synth import SynthConfig, dataset_stats, generate_dataset
+        from hamnet_deploy.training.synth import SynthConfig, dataset_stats, generate_dataset
 
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out}: exists and is not a folder; choose a folder for the dataset")

@@ -28,9 +28,9 @@ def train_command(
 ) -> None:
     """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
     import_torch()
-    from training.config import apply_overrides, load_recipe
-    from training.data import load_dataset
-    from training.trainer import load_run_config, train
+    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.trainer import load_run_config, train
 
     if resume is not None:
         cfg = load_run_config(resume)
@@ -48,7 +48,7 @@ def train_command(
     if sets:
         cfg = apply_overrides(cfg, sets)
     if data is None:
-        from training.embedded import embedded_dataset
+        from hamnet_deploy.training.embedded import embedded_dataset
 
         console.print(f"[bold]data:[/] embedded synthetic dataset ({synth_videos} videos, D = {synth_dim})")
         data = embedded_dataset(dim=synth_dim, videos=synth_videos, seed=0)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.bundle import MANIFEST, ONNX, ONNX_INT8, Bundle, load_bundle
-from runtime.errors import BackendUnavailable, BundleError, ConfigError, HamnetError
-from runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.bundle import MANIFEST, ONNX, ONNX_INT8, Bundle, load_bundle
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, HamnetError
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -130,7 +130,7 @@ class _Candidate:
 
 def _tensorrt_candidate(bundle: Bundle, verify: bool) -> _Candidate:
     """The best matching engine, or BackendUnavailable/BundleError saying why there is none."""
-    from runtime.trt_compat import (
+    from hamnet_deploy.runtime.trt_compat import (
         choose_engine,
         cuda_devices,
         engine_compatibility,
@@ -156,7 +156,7 @@ def _tensorrt_candidate(bundle: Bundle, verify: bool) -> _Candidate:
         raise BundleError(f"no engine of {bundle.path} runs here{more}: {why}")
 
     def make() -> Any:
-        from runtime.backends.tensorrt import TensorRTRunner
+        from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
 
         return TensorRTRunner(bundle.engine_path(entry), entry, verify=verify)
 
@@ -167,7 +167,12 @@ def _tensorrt_candidate(bundle: Bundle, verify: bool) -> _Candidate:
 
 def _ort_candidate(bundle: Bundle, kind: str, device: str, threads: int | None, trt: Any,
                    verify: bool) -> _Candidate:
-    from runtime.backends.onnxruntime import CUDA, TRT, OnnxRuntimeRunner, available_providers
+    from hamnet_deploy.runtime.backends.onnxruntime import (
+        CUDA,
+        TRT,
+        OnnxRuntimeRunner,
+        available_providers,
+    )
 
     entry = bundle.model(kind)
     available = available_providers()
@@ -191,8 +196,8 @@ def _ort_candidate(bundle: Bundle, kind: str, device: str, threads: int | None, 
 
 def _ort_cuda_usable() -> str | None:
     """None when ONNX Runtime's CUDA provider can be tried here, else why not."""
-    from runtime.backends.onnxruntime import CUDA, available_providers
-    from runtime.trt_compat import cuda_devices
+    from hamnet_deploy.runtime.backends.onnxruntime import CUDA, available_providers
+    from hamnet_deploy.runtime.trt_compat import cuda_devices
 
     available = available_providers()
     if not available:
@@ -209,7 +214,7 @@ def _torch_candidate(checkpoint: Path, device: str, threads: int | None, reason:
         raise ConfigError("--device tensorrt is for ONNX Runtime; PyTorch runs on auto, cpu or cuda")
 
     def make() -> Any:
-        from runtime.backends.torch_backend import TorchRunner
+        from hamnet_deploy.runtime.backends.torch_backend import TorchRunner
 
         return TorchRunner(checkpoint, device=device, threads=threads)
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, BundleError, DataError
-from runtime.trt_compat import (
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
+from hamnet_deploy.runtime.trt_compat import (
     check_engine_compatible,
     check_profile,
     cuda_devices,

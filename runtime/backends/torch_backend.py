@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable, ConfigError, DataError
+from hamnet_deploy.runtime.errors import BackendUnavailable, ConfigError, DataError
 
 TORCH_MISSING = ("PyTorch is not installed: pip install 'hamnet-deploy[train]', or run an exported bundle "
                  "with --backend onnxruntime (hamnet export RUN --out bundle)")
@@ -91,8 +91,8 @@ class TorchRunner:
             import torch
         except ImportError as exc:
             raise BackendUnavailable(TORCH_MISSING) from exc
-        from training.checkpoint import load_model
-        from training.device import select_device
+        from hamnet_deploy.training.checkpoint import load_model
+        from hamnet_deploy.training.device import select_device
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
