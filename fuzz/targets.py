@@ -5,7 +5,7 @@ targets also check properties of what comes back (an `AssertionError` is a findi
 
 The same functions are driven by atheris (coverage-guided, `fuzz/run.py --engine
 atheris`), by hypothesis (`fuzz/run.py --engine hypothesis`, and the short run in
-`tests/test_fuzz_short.py`), and can replay a saved input:
+`tests/reliability/test_fuzz_short.py`), and can replay a saved input:
 `python fuzz/run.py --replay TARGET FILE`.
 
 Byte targets (the file loaders) get the bytes as a file's content, or - when the

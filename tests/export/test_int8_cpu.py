@@ -1,7 +1,7 @@
 """Static INT8 (QDQ) quantization for CPUs: calibration data, the quantized graph, it runs.
 
 The accuracy guard on a trained model (`hamnet export --verify`) needs
-training.evaluate; see tests/test_export_cli.py.
+training.evaluate; see tests/cli/test_export_cli.py.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from hamnet_deploy.runtime.feature_files import load_features
 from hamnet_deploy.training.checkpoint import load_checkpoint, resolve_checkpoint
 from hamnet_deploy.training.data import load_dataset, read_npy_features
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "training", "export", "hamnet_deploy")
 D, C = 8, 2
 

@@ -17,7 +17,7 @@ from hamnet_deploy.commands import eval as eval_cmd
 from hamnet_deploy.runtime.annotations import annotations_to_json, load_annotation_json
 from hamnet_deploy.runtime.detections import Detections
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app() -> typer.Typer:

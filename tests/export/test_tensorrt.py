@@ -264,7 +264,7 @@ def test_runtime_modules_import_without_torch_or_tensorrt():
     code = ("import sys; import hamnet_deploy.runtime.trt_compat, hamnet_deploy.runtime.backends.tensorrt; "
             "bad = [m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+                         cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout.strip() == "[]"
 
 

@@ -25,7 +25,7 @@ from hamnet_deploy.runtime.postprocess import (
 )
 from hamnet_deploy.runtime.proposals import contrast_scores, find_runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 C_SELF = math.exp(-1 / 0.3)  # soft-NMS factor between identical segments (IoU 1)
 
 

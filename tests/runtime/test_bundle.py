@@ -290,6 +290,6 @@ def test_runtime_bundle_imports_without_torch_or_onnx():
     code = ("import sys; import hamnet_deploy.runtime.bundle; "
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules]; "
             "assert not bad, bad")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -201,5 +201,5 @@ def test_ablations_and_effective_loss():
 
 def test_config_module_does_not_import_torch():
     code = "import sys, hamnet_deploy.training.config; sys.exit('torch' in sys.modules)"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0

@@ -34,7 +34,7 @@ from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoi
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set", "data.batch_size=4",
         "--eval-every", "0", "--device", "cpu", "-q"]
 

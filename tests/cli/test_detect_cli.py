@@ -19,7 +19,7 @@ from hamnet_deploy.cli import app
 from hamnet_deploy.runtime.annotations import load_annotation_json
 from hamnet_deploy.runtime.detections import read_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 D, C = 16, 3
 SMALL = ["model.attention_dim=16", "data.num_snippets=24", "data.batch_size=4", "optim.lr=1e-3",
          "eval_every=0", "device=cpu", "epochs=3"]
