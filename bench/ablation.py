@@ -35,12 +35,13 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from hamnet_deploy.training.checkpoint import load_model  # noqa: E402
-from hamnet_deploy.training.config import ABLATIONS, apply_overrides, load_recipe  # noqa: E402
+from hamnet_deploy.training.config import ABLATIONS  # noqa: E402
 from hamnet_deploy.training.data import load_dataset  # noqa: E402
 from hamnet_deploy.training.device import select_device  # noqa: E402
 from hamnet_deploy.training.embedded import embedded_dataset  # noqa: E402
 from hamnet_deploy.training.evaluate import evaluate_model  # noqa: E402
 from hamnet_deploy.training.inference import postprocess_config  # noqa: E402
+from hamnet_deploy.training.recipes import load_recipe  # noqa: E402
 from hamnet_deploy.training.trainer import train  # noqa: E402
 
 TIMELINES = ROOT.parent / "shared" / "data" / "thumos14-reduced" / "thumos14-reduced.json"
@@ -81,7 +82,7 @@ def main() -> None:
     recipe = load_recipe("thumos14")
     changed = [f"model.attention_dim={args.attention_dim}", f"optim.lr={args.lr:g}", f"epochs={args.epochs}",
                f"data.batch_size={args.batch}", f"seed={args.seed}", "eval_every=0", "device=cpu", *args.sets]
-    base = apply_overrides(recipe, changed)
+    base = recipe.with_overrides(changed)
     deviations = [f"feature dimension D = {args.dim} (recipe 2048: I3D RGB + flow)"]
     for key, old, new in (("model.attention_dim", recipe.model.attention_dim, base.model.attention_dim),
                           ("optim.lr", recipe.optim.lr, base.optim.lr), ("epochs", recipe.epochs, base.epochs),
@@ -105,7 +106,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for name in args.runs:
-        cfg = apply_overrides(base, [f"ablation={name}"])
+        cfg = base.with_overrides([f"ablation={name}"])
         run = args.out / f"{name}-d{args.dim}-s{args.seed}"
         key = {"dataset": folder.name, "settings": changed, "ablation": name}
         record = run / RUN_RECORD

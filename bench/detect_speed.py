@@ -42,7 +42,7 @@ def make_bundle(work: Path, data: Path, dim: int, classes: int, calib_videos: in
 
     from hamnet_deploy.runtime.postprocess import PostprocessConfig
     from hamnet_deploy.training.checkpoint import save_checkpoint
-    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
     from hamnet_deploy.training.model import HamNet
 
     run = work / "run"
@@ -51,7 +51,7 @@ def make_bundle(work: Path, data: Path, dim: int, classes: int, calib_videos: in
     torch.manual_seed(0)
     model = HamNet.from_config(cfg.model)
     names = json.loads((data / "annotations.json").read_text())["classes"]
-    save_checkpoint(run, 1, model, None, {"classes": names, "config": to_dict(cfg),
+    save_checkpoint(run, 1, model, None, {"classes": names, "config": cfg.to_dict(),
                                           "postprocess": PostprocessConfig().to_dict(),
                                           "feature_dim": dim, "num_classes": classes})
     bundle = work / "bundle"

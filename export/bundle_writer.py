@@ -11,30 +11,31 @@ temporary folder.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import os
 import shutil
-import signal
-import tempfile
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hamnet_deploy.runtime.bundle import (
+from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.fileio import (
+    publish_folder,
+    sha256_file,
+    stage_folder,
+    write_json_atomic,
+)
+from hamnet_deploy.runtime.manifest import (
+    FORMAT_VERSION,
     MANIFEST,
     EngineEntry,
     Manifest,
     ModelFile,
     TensorSpec,
     safe_relative_name,
-    sha256_file,
 )
-from hamnet_deploy.runtime.errors import BundleError
-from hamnet_deploy.runtime.fileio import write_json_atomic
 
 
 def check_target(target: str | os.PathLike, force: bool = False) -> Path:
@@ -63,13 +64,7 @@ class BundleStage:
     def __init__(self, target: str | os.PathLike, force: bool = False) -> None:
         self.target = check_target(target, force)
         self.force = force
-        parent = self.target.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=parent))
-        except OSError as exc:
-            raise BundleError(f"cannot create a bundle in {parent}: {exc.strerror}; choose a writable "
-                              "--out") from exc
+        self.path = stage_folder(self.target)
         self.committed = False
 
     def __enter__(self) -> BundleStage:
@@ -137,67 +132,11 @@ class BundleStage:
             if not path.is_file() or sha256_file(path) != sha:
                 raise BundleError(f"{name}: staged file is missing or changed before the manifest was written")
         write_json_atomic(self.path / MANIFEST, data)
-        publish_permissions(self.path)
-        _fsync_dir(self.path)
-        old = None
         if self.target.exists():
             check_target(self.target, self.force)
-            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
-            os.rmdir(old)
-        with _signals_deferred():  # Ctrl-C between the two renames would leave no bundle at all
-            if old is not None:
-                os.replace(self.target, old)
-            try:
-                os.replace(self.path, self.target)
-            except OSError as exc:
-                if old is not None:
-                    os.replace(old, self.target)
-                raise BundleError(f"cannot move the bundle into {self.target}: {exc.strerror}") from exc
-            self.committed = True
-        _fsync_dir(self.target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(self.path, self.target, replace=True)
+        self.committed = True
         return self.target
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for a few system calls (main thread, POSIX); they are
-    delivered when the block ends."""
-    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    held = {signal.SIGINT, signal.SIGTERM}
-    if blockable:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        if blockable:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def publish_permissions(folder: Path) -> None:
-    """Give a staged folder and its files the modes a plain mkdir/open would (umask
-    applied): temp folders and atomic writes create them private (0700/0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in [folder, *folder.rglob("*")]:
-        try:
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-        except OSError:
-            pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def config_summary(cfg: Any) -> dict[str, Any]:
@@ -225,7 +164,8 @@ def build_manifest(*, classes: Sequence[str], feature_dim: int, snippet_seconds:
                    source: Mapping[str, Any] | None = None) -> Manifest:
     from hamnet_deploy.runtime.version import __version__
 
-    return Manifest(classes=tuple(classes), feature_dim=int(feature_dim),
+    return Manifest(format_version=FORMAT_VERSION, classes=tuple(classes), num_classes=len(classes),
+                    feature_dim=int(feature_dim),
                     snippet_seconds=float(snippet_seconds), receptive_radius=int(receptive_radius),
                     postprocess=dict(postprocess), models=dict(models), engines=tuple(engines),
                     package_version=__version__, created=now_iso(), config=dict(config or {}),

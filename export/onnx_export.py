@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from hamnet_deploy.export.options import DEFAULT_OPSET, check_opset
-from hamnet_deploy.runtime.bundle import TensorSpec
 from hamnet_deploy.runtime.errors import BundleError
 from hamnet_deploy.runtime.fileio import write_bytes_atomic
+from hamnet_deploy.runtime.manifest import TensorSpec
 
 INPUT = "features"
 OUTPUTS = ("cas", "attention")

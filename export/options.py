@@ -8,11 +8,13 @@ it. Plain Python (no torch, no tensorrt).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.runtime.profile import Profile, check_order
+from hamnet_deploy.runtime.settings import Invalid, Settings, option
+from hamnet_deploy.runtime.trt_compat import DLA_MAX_DIM
 
 DEFAULT_OPSET = 17
 """ONNX opset of the exported graph: 17 is what TensorRT 8.5/8.6 (JetPack 5.1/6.0)
@@ -41,7 +43,7 @@ def check_opset(opset: int) -> int:
 
 
 @dataclass
-class TrtOptions:
+class TrtOptions(Settings):
     """How to build TensorRT engines from the exported ONNX graph.
 
     Attributes:
@@ -59,50 +61,58 @@ class TrtOptions:
             min_t = opt_t = max_t); None = GPU.
         opset: opset of the ONNX graph the engine is built from (recorded only).
         calib_videos: at most this many train videos feed the INT8 calibrator.
+        version_compatible, hardware_compatible: TensorRT 8.6+ portability flags
+            (slower engines; recorded in the manifest for the runtime check).
     """
+
+    where = "TensorRT option"
+    options = True
 
     fp16: bool = False
     int8: bool = False
     calib_data: str | None = None
-    min_t: int = 1
-    opt_t: int = 512
-    max_t: int = 4096
-    max_batch: int = 4
-    workspace_mb: int = 2048
+    min_t: int = option(1, ge=1)
+    opt_t: int = option(512, ge=1)
+    max_t: int = option(4096, ge=1)
+    max_batch: int = option(4, ge=1)
+    workspace_mb: int = option(2048, ge=1)
     timing_cache: str | None = None
-    dla_core: int | None = None
+    dla_core: int | None = option(None, ge=0)
     opset: int = DEFAULT_OPSET
-    calib_videos: int = 32
+    calib_videos: int = option(32, ge=1)
+    version_compatible: bool = False
+    hardware_compatible: bool = False
 
     @property
     def precision(self) -> str:
         """Name of the engine precision: int8, fp16 or fp32."""
         return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
-    def validate(self) -> TrtOptions:
-        """Raise ConfigError (one line with the fix) for an impossible combination."""
-        for name in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb", "calib_videos"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a whole number >= 1")
-        if not self.min_t <= self.opt_t <= self.max_t:
-            raise ConfigError(f"T profile min {self.min_t}, opt {self.opt_t}, max {self.max_t}: needs "
-                              "--min-t <= --opt-t <= --max-t")
-        if self.int8 and not self.calib_data:
-            raise ConfigError("--int8 needs calibration data: add --calib DATA (a dataset folder whose "
-                              "train split is representative)")
-        if self.calib_data is not None and not Path(self.calib_data).exists():
-            raise ConfigError(f"--calib {self.calib_data}: not found; pass a dataset folder")
-        if self.dla_core is not None:
-            if isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int) or self.dla_core < 0:
-                raise ConfigError(f"--dla {self.dla_core}: the DLA core is a number >= 0 (0 or 1 on Orin)")
-            if not (self.fp16 or self.int8):
-                raise ConfigError("--dla runs FP16 or INT8 only: add --fp16 (or --int8 --calib DATA)")
-            if not self.min_t == self.opt_t == self.max_t:
-                raise ConfigError(f"--dla needs a static T (DLA has no dynamic shapes): pass --min-t, "
-                                  f"--opt-t and --max-t with one value, e.g. {self.opt_t}")
-        check_opset(self.opset)
-        return self
+    @property
+    def profile(self) -> Profile:
+        """The engine's shape profile (a DLA engine's batch is fixed at max_batch)."""
+        return Profile(self.min_t, self.opt_t, self.max_t, self.max_batch,
+                       self.max_batch if self.dla_core is not None else None)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def check(self) -> None:
+        check_order(self.min_t, self.opt_t, self.max_t, self.max_batch, flags=True)
+        if self.int8 and not self.calib_data:
+            raise Invalid("int8", problem="needs calibration data: add --calib DATA (a dataset folder whose "
+                                          "train split is representative)")
+        if self.calib_data is not None and not Path(self.calib_data).exists():
+            raise Invalid("calib", self.calib_data, "not found; pass a dataset folder")
+        if self.dla_core is not None:
+            if not (self.fp16 or self.int8):
+                raise Invalid("dla", self.dla_core, "DLA runs FP16 or INT8 only: add --fp16 (or --int8 "
+                                                    "--calib DATA)")
+            if not self.min_t == self.opt_t == self.max_t:
+                raise Invalid("dla", self.dla_core, f"needs a static T (DLA has no dynamic shapes): pass "
+                                                    f"--min-t, --opt-t and --max-t with one value, e.g. "
+                                                    f"{self.opt_t}")
+            if self.opt_t > DLA_MAX_DIM:
+                raise Invalid("dla", self.dla_core, f"T = {self.opt_t} exceeds the DLA limit of {DLA_MAX_DIM} "
+                                                    "per dimension; use a smaller chunk")
+        try:
+            check_opset(self.opset)
+        except ConfigError as exc:
+            raise Invalid("opset", self.opset, str(exc).split(": ", 1)[-1]) from None

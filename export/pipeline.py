@@ -84,7 +84,8 @@ def run_export(checkpoint: Path, out: Path, console: Console, *, opset: int, for
     )
     from hamnet_deploy.export.onnx_export import export_onnx
     from hamnet_deploy.export.parity import check_onnx_parity, parity_cases
-    from hamnet_deploy.runtime.bundle import ONNX, ONNX_INT8, load_bundle
+    from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.manifest import ONNX, ONNX_INT8
     from hamnet_deploy.training.checkpoint import load_model
 
     check_target(out, force)

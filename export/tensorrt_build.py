@@ -23,15 +23,15 @@ several). What it does, in order:
 5. Workspace cap: `set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)` (8.4+), else
    `max_workspace_size`. Important on Jetson, whose GPU shares the CPU's memory.
 6. Timing cache: loaded from `options.timing_cache` (default: a per GPU/TensorRT file
-   in the user cache folder, `$XDG_CACHE_HOME/hamnet` or `~/.cache/hamnet`) with
+   in the cache folder, `runtime.cache`: `$HAMNET_CACHE` or the user cache folder) with
    `create_timing_cache` + `set_timing_cache(cache, ignore_mismatch=False)`;
    an unusable cache is replaced by a fresh one; written back atomically after the
    build, so the next build of any bundle on this machine is much faster.
 7. Optional DLA (`dla_core`): default device DLA, that core, GPU fallback for layers
    the DLA cannot run; FP16 or INT8 only; every non-batch dimension <= 8192.
-8. Optional `version_compatible` / `hardware_compatible` (attributes of `options` if
-   present, default False; TensorRT 8.6+; hardware-compatible needs sm_80+ and no
-   Jetson): recorded in the entry for the runtime check.
+8. Optional `version_compatible` / `hardware_compatible` (TensorRT 8.6+;
+   hardware-compatible needs sm_80+ and no Jetson): recorded in the entry for the
+   runtime check.
 9. `builder.build_serialized_network` (never `build_engine`), written atomically as
    `hamnet_<gpu>_sm<cc>_trt<x.y.z>_<precision>[_dla<n>].engine`.
 
@@ -51,10 +51,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hamnet_deploy.export.options import TrtOptions
 from hamnet_deploy.export.trt_calibrator import (
     calibration_batches,
     load_calibration_features,
     make_entropy_calibrator,
+)
+from hamnet_deploy.export.trt_config import (
+    configure_compat,
+    configure_dla,
+    format_parser_errors,
+    load_timing_cache,
+    network_flags,
+    save_timing_cache,
+    set_workspace,
 )
 from hamnet_deploy.export.trt_precision import (
     BUILDER_FLAGS,
@@ -63,19 +73,22 @@ from hamnet_deploy.export.trt_precision import (
     precision_path,
     quantize_onnx_qdq,
 )
+from hamnet_deploy.runtime.cache import cache_root
+from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
-from hamnet_deploy.runtime.fileio import write_bytes_atomic
+from hamnet_deploy.runtime.fileio import sha256_file, write_bytes_atomic
 from hamnet_deploy.runtime.trt_compat import (
     DLA_MAX_DIM,
-    cuda_devices,
     engine_file_name,
     format_cc,
     gpu_slug,
-    is_integrated_gpu,
     parse_cc,
     parse_version,
     short_version,
 )
+
+__all__ = ["build_engines", "default_timing_cache", "format_parser_errors", "gpu_info", "import_tensorrt",
+           "network_flags", "set_workspace"]
 
 log = logging.getLogger(__name__)
 
@@ -134,196 +147,67 @@ def _torch_devices() -> list[dict[str, Any]]:
 
 
 def default_timing_cache(gpu_name: str, cc: Any, trt_version: str) -> Path:
-    """Per GPU and TensorRT version timing-cache file in the user cache folder."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hamnet"
+    """Per GPU and TensorRT version timing-cache file in the cache folder (`runtime.cache`)."""
     major, minor = parse_cc(cc)
-    return root / f"trt_timing_{gpu_slug(gpu_name)}_sm{major}{minor}_trt{short_version(trt_version)}.cache"
-
-
-# --------------------------------------------------------------------------- #
-#                          small version-aware helpers                        #
-# --------------------------------------------------------------------------- #
-def network_flags(trt: Any, major: int, strongly_typed: bool) -> int:
-    """Creation flags: EXPLICIT_BATCH before 10.x (10.x ignores it, later may lack it);
-    STRONGLY_TYPED for graph-typed precision (10.x+; always on in 11.x)."""
-    flags = 0
-    enum = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if enum is None:
-        return flags
-    if major < 10 and hasattr(enum, "EXPLICIT_BATCH"):
-        flags |= 1 << int(enum.EXPLICIT_BATCH)
-    if strongly_typed and hasattr(enum, "STRONGLY_TYPED"):
-        flags |= 1 << int(enum.STRONGLY_TYPED)
-    return flags
-
-
-def set_workspace(trt: Any, config: Any, workspace_mb: int) -> None:
-    """Cap the builder workspace: memory pools on 8.4+, `max_workspace_size` before."""
-    nbytes = int(workspace_mb) << 20
-    if hasattr(config, "set_memory_pool_limit") and hasattr(trt, "MemoryPoolType"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)
-    else:
-        config.max_workspace_size = nbytes
-
-
-def format_parser_errors(parser: Any, source: Any, trt_version: str = "") -> str:
-    """One line listing every ONNX parser error with its node index, name and operator."""
-    items = []
-    for i in range(int(parser.num_errors)):
-        err = parser.get_error(i)
-        desc = _call(err, "desc") or str(err)
-        node = _call(err, "node")
-        name = _call(err, "node_name")
-        op = _call(err, "node_operator")
-        where = []
-        if isinstance(node, int) and node >= 0:
-            where.append(f"node {node}")
-        if name:
-            where.append(repr(str(name)))
-        if op:
-            where.append(f"({op})")
-        items.append(f"{' '.join(where) or 'graph'}: {str(desc).strip()}")
-    version = f" {trt_version}" if trt_version else ""
-    return (f"{source}: TensorRT{version} could not parse the ONNX graph ({len(items)} error"
-            f"{'' if len(items) == 1 else 's'}): {'; '.join(items) or 'no details given'}; re-export with "
-            "--opset 17 (TensorRT 8.5/8.6 parse opset <= 17) or run with --backend onnxruntime")
-
-
-def _call(obj: Any, method: str) -> Any:
-    fn = getattr(obj, method, None)
-    if not callable(fn):
-        return None
-    try:
-        return fn()
-    except Exception:
-        return None
-
-
-def load_timing_cache(config: Any, path: Path | None) -> Any:
-    """Attach a timing cache to `config`, seeded from `path` when it holds a usable one."""
-    blob = b""
-    if path is not None and path.is_file():
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            log.warning("timing cache %s unreadable (%s); starting a fresh one", path, exc)
-    cache = config.create_timing_cache(blob)
-    if cache is not None and config.set_timing_cache(cache, False):
-        return cache
-    if blob:
-        log.warning("timing cache %s is from another GPU or TensorRT; starting a fresh one", path)
-        cache = config.create_timing_cache(b"")
-        if cache is not None and config.set_timing_cache(cache, False):
-            return cache
-    return None
-
-
-def save_timing_cache(config: Any, path: Path | None) -> bool:
-    """Serialize the (updated) timing cache to `path` atomically; False when there is none."""
-    if path is None:
-        return False
-    cache = config.get_timing_cache()
-    if cache is None:
-        return False
-    data = cache.serialize()
-    write_bytes_atomic(path, bytes(data))
-    return True
-
-
-def _options_dict(options: Any) -> dict[str, Any]:
-    names = ("fp16", "int8", "calib_data", "min_t", "opt_t", "max_t", "max_batch", "workspace_mb",
-             "timing_cache", "dla_core", "opset")
-    try:
-        out = {n: getattr(options, n) for n in names}
-    except AttributeError as exc:
-        raise ConfigError(f"TensorRT options lack a setting ({exc}); pass export.options.TrtOptions") from None
-    out["calib_videos"] = int(getattr(options, "calib_videos", 32) or 32)
-    out["version_compatible"] = bool(getattr(options, "version_compatible", False))
-    out["hardware_compatible"] = bool(getattr(options, "hardware_compatible", False))
-    return out
-
-
-def _validate(opts: dict[str, Any]) -> None:
-    for name in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb"):
-        value = opts[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a whole number >= 1")
-    if not opts["min_t"] <= opts["opt_t"] <= opts["max_t"]:
-        raise ConfigError(f"T profile min {opts['min_t']}, opt {opts['opt_t']}, max {opts['max_t']}: needs "
-                          "--min-t <= --opt-t <= --max-t")
-    if opts["dla_core"] is not None:
-        if not (opts["fp16"] or opts["int8"]):
-            raise ConfigError("--dla runs FP16 or INT8 only: add --fp16 (or --int8 --calib DATA)")
-        if not opts["min_t"] == opts["opt_t"] == opts["max_t"]:
-            raise ConfigError(f"--dla needs a static T (min = opt = max), e.g. {opts['opt_t']}")
-        if opts["opt_t"] > DLA_MAX_DIM:
-            raise ConfigError(f"--dla: T = {opts['opt_t']} exceeds the DLA limit of {DLA_MAX_DIM} per "
-                              "dimension; use a smaller chunk")
+    return cache_root() / f"trt_timing_{gpu_slug(gpu_name)}_sm{major}{minor}_trt{short_version(trt_version)}.cache"
 
 
 # --------------------------------------------------------------------------- #
 #                                 the build                                   #
 # --------------------------------------------------------------------------- #
-def build_engines(onnx_path: str | os.PathLike, bundle_dir: str | os.PathLike, options: Any) -> list[dict]:
-    """Build the TensorRT engine described by `options` (an `export.options.TrtOptions`)
-    from `onnx_path` into `bundle_dir`; return its manifest entry in a list.
+def build_engines(onnx_path: str | os.PathLike, bundle_dir: str | os.PathLike, options: TrtOptions) -> list[dict]:
+    """Build the TensorRT engine described by `options` from `onnx_path` into `bundle_dir`;
+    return its manifest entry in a list.
 
     Raises BackendUnavailable (no TensorRT / no GPU / no DLA), ConfigError (bad
     options), DataError (calibration data), BundleError (parser or build failure).
     """
+    if not isinstance(options, TrtOptions):
+        raise ConfigError(f"TensorRT options must be export.options.TrtOptions, got {type(options).__name__}")
+    options.validate()  # a caller may have changed a field since it was built
     trt = import_tensorrt()
     gpu = gpu_info()
-    opts = _options_dict(options)
-    _validate(opts)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise BundleError(f"{onnx_path}: ONNX file not found; export the model first (hamnet export)")
     bundle_dir = Path(bundle_dir)
-    return [_build_one(trt, onnx_path, bundle_dir, opts, gpu)]
+    return [_build_one(trt, onnx_path, bundle_dir, options, gpu)]
 
 
-def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: dict[str, Any],
+def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: TrtOptions,
                gpu: dict[str, Any]) -> dict[str, Any]:
     version = str(trt.__version__)
     major = parse_version(version)[0]
     path_kind = precision_path(major)
     cc = format_cc(gpu["compute_capability"])
-    dla_core = opts["dla_core"]
-    precision = "int8" if opts["int8"] else "fp16" if opts["fp16"] else "fp32"
+    dla_core = opts.dla_core
+    precision = opts.precision
     static = dla_core is not None
-    min_b = opts["max_batch"] if static else 1
-    shapes_t = (opts["min_t"], opts["opt_t"], opts["max_t"])
-    calib_shape = (opts["max_batch"], opts["opt_t"])
-    onnx_sha = _sha256_file(onnx_path)
+    profile = opts.profile
+    calib_shape = (opts.max_batch, opts.opt_t)
+    onnx_sha = sha256_file(onnx_path)
     calib_cache: Path | None = None
-    if opts["int8"] and path_kind == BUILDER_FLAGS:
+    if opts.int8 and path_kind == BUILDER_FLAGS:  # TrtOptions made sure calibration data is given
         v = parse_version(version)
         calib_cache = bundle_dir / f"hamnet_int8_{onnx_sha[:12]}_trt{v[0]}.{v[1] if len(v) > 1 else 0}.calib"
-        if not opts["calib_data"] and not calib_cache.is_file():
-            raise ConfigError("--int8 needs calibration data: add --calib DATA (a dataset folder whose train "
-                              "split is representative)")
-    elif opts["int8"] and not opts["calib_data"]:
-        raise ConfigError("--int8 needs calibration data: add --calib DATA (a dataset folder whose train split "
-                          "is representative)")
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    timing_path = Path(opts["timing_cache"]) if opts["timing_cache"] else default_timing_cache(
-        gpu["name"], cc, version)
+    timing_path = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(gpu["name"], cc, version)
     with tempfile.TemporaryDirectory(prefix="hamnet-trt-") as tmp:
         source = onnx_path
         input_dim_hint: int | None = None
 
         def batches() -> list:
-            feats = load_calibration_features(opts["calib_data"], input_dim_hint, opts["calib_videos"])
+            feats = load_calibration_features(opts.calib_data, input_dim_hint, opts.calib_videos)
             return calibration_batches(feats, calib_shape[1], calib_shape[0])
 
-        if path_kind == GRAPH and opts["int8"]:
+        if path_kind == GRAPH and opts.int8:
             input_dim_hint = _onnx_input_dim(onnx_path)
             source = quantize_onnx_qdq(onnx_path, Path(tmp) / "model.qdq.onnx", batches)
-            if opts["fp16"]:
+            if opts.fp16:
                 log.info("TensorRT %s: INT8 Q/DQ graph; layers left unquantized run in FP32", version)
-        elif path_kind == GRAPH and opts["fp16"]:
+        elif path_kind == GRAPH and opts.fp16:
             source = convert_onnx_fp16(onnx_path, Path(tmp) / "model.fp16.onnx")
 
         network = builder.create_network(network_flags(trt, major, strongly_typed=path_kind == GRAPH))
@@ -337,20 +221,18 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: dict[str, Any]
                               f"limit of {DLA_MAX_DIM}; build a GPU engine instead")
 
         config = builder.create_builder_config()
-        set_workspace(trt, config, opts["workspace_mb"])
-        profile = builder.create_optimization_profile()
-        profile.set_shape(input_name, (min_b, shapes_t[0], input_dim),
-                          (opts["max_batch"], shapes_t[1], input_dim),
-                          (opts["max_batch"], shapes_t[2], input_dim))
-        config.add_optimization_profile(profile)
+        set_workspace(trt, config, opts.workspace_mb)
+        trt_profile = builder.create_optimization_profile()
+        trt_profile.set_shape(input_name, *profile.shapes(input_dim))
+        config.add_optimization_profile(trt_profile)
 
         calibrator = None
         if path_kind == BUILDER_FLAGS:
-            if opts["fp16"] or (opts["int8"] and static):  # DLA INT8 falls back to FP16, not FP32
+            if opts.fp16 or (opts.int8 and static):  # DLA INT8 falls back to FP16, not FP32
                 if not getattr(builder, "platform_has_fast_fp16", True):
                     log.warning("this GPU has no fast FP16; the FP16 engine may not be faster than FP32")
                 config.set_flag(trt.BuilderFlag.FP16)
-            if opts["int8"]:
+            if opts.int8:
                 config.set_flag(trt.BuilderFlag.INT8)
                 # Without a calibration cache TensorRT will ask for data: load it now, so a
                 # dataset problem is a DataError here rather than inside a TensorRT callback.
@@ -364,8 +246,8 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: dict[str, Any]
                     calib_profile.set_shape(input_name, cshape, cshape, cshape)
                     config.set_calibration_profile(calib_profile)
         if static:
-            _configure_dla(trt, builder, config, dla_core)
-        _configure_compat(trt, config, opts, gpu, cc)
+            configure_dla(trt, builder, config, dla_core)
+        configure_compat(trt, config, opts, gpu, cc)
         timing = load_timing_cache(config, timing_path)
 
         plan = builder.build_serialized_network(network, config)
@@ -393,11 +275,10 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: dict[str, Any]
         "tensorrt_version": version,
         "gpu_name": str(gpu["name"]),
         "compute_capability": cc,
-        "profile": {"min_t": shapes_t[0], "opt_t": shapes_t[1], "max_t": shapes_t[2],
-                    "min_batch": min_b, "max_batch": opts["max_batch"]},
+        "profile": {**profile.to_dict(), "min_batch": profile.smallest_batch},
         "dla_core": dla_core,
-        "version_compatible": opts["version_compatible"],
-        "hardware_compatible": opts["hardware_compatible"],
+        "version_compatible": opts.version_compatible,
+        "hardware_compatible": opts.hardware_compatible,
         "timing_cache": timing_path.name if timing is not None else None,
         "input_dim": input_dim,
         "output_channels": out_channels,
@@ -440,39 +321,3 @@ def _onnx_input_dim(onnx_path: Path) -> int | None:
         return int(dims[2].dim_value) or None
     except Exception:
         return None
-
-
-def _configure_dla(trt: Any, builder: Any, config: Any, dla_core: int) -> None:
-    cores = int(getattr(builder, "num_DLA_cores", 0) or 0)
-    if cores == 0:
-        raise BackendUnavailable("this GPU has no DLA (Jetson AGX/NX Orin and Xavier have one or two); "
-                                 "drop --dla to build a GPU engine")
-    if not 0 <= dla_core < cores:
-        raise ConfigError(f"--dla {dla_core}: this device has DLA cores 0..{cores - 1}")
-    config.default_device_type = trt.DeviceType.DLA
-    config.DLA_core = int(dla_core)
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
-
-def _configure_compat(trt: Any, config: Any, opts: dict[str, Any], gpu: dict[str, Any], cc: str) -> None:
-    if opts["version_compatible"]:
-        flag = getattr(trt.BuilderFlag, "VERSION_COMPATIBLE", None)
-        if flag is None:
-            raise ConfigError("version-compatible engines need TensorRT 8.6 or newer")
-        config.set_flag(flag)
-    if opts["hardware_compatible"]:
-        level = getattr(getattr(trt, "HardwareCompatibilityLevel", None), "AMPERE_PLUS", None)
-        if level is None:
-            raise ConfigError("hardware-compatible engines need TensorRT 8.6 or newer")
-        if parse_cc(cc) < (8, 0) or is_integrated_gpu(cc, gpu["name"]) or opts["dla_core"] is not None:
-            raise ConfigError(f"hardware-compatible engines need an Ampere or newer discrete GPU (sm_80+, not "
-                              f"Jetson, no DLA); this is {gpu['name']} (sm_{cc.replace('.', '')})")
-        config.hardware_compatibility_level = level
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -24,14 +24,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamnet_deploy.export.bundle_writer import publish_permissions
-from hamnet_deploy.runtime.bundle import ONNX, ONNX_INT8, Bundle, EngineEntry
+from hamnet_deploy.runtime.bundle import Bundle
 from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.fileio import staging
+from hamnet_deploy.runtime.manifest import ONNX, ONNX_INT8, EngineEntry
+from hamnet_deploy.runtime.trt_compat import precision_rank
 
 MODEL_NAME = "hamnet"
 LABELS_FILE = "labels.txt"
@@ -77,10 +78,10 @@ def config_pbtxt(name: str, platform: str, feature_dim: int, num_classes: int, m
 
 
 def pick_engine(engines: Sequence[EngineEntry]) -> EngineEntry | None:
-    """The engine for Triton: a GPU engine (not DLA), FP16 before FP32 before INT8."""
-    order = {"fp16": 0, "fp32": 1, "int8": 2}
+    """The engine for Triton: a GPU engine (not DLA), in the runtime's precision order
+    (`runtime.trt_compat.PRECISION_PREFERENCE`)."""
     gpu = [e for e in engines if e.dla_core is None]
-    return min(gpu, key=lambda e: order.get(e.precision, 3)) if gpu else None
+    return min(gpu, key=lambda e: precision_rank(e.precision)) if gpu else None
 
 
 def plan_models(bundle: Bundle, max_batch: int = 4) -> list[TritonModel]:
@@ -121,8 +122,7 @@ def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_b
     written = []
     for m in models:
         final = out / m.name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{m.name}.tmp-", dir=out))
-        try:
+        with staging(final, replace=True) as tmp:
             (tmp / "1").mkdir()
             shutil.copyfile(m.source, tmp / "1" / m.filename)
             gpu = True if m.kind == "tensorrt" else None
@@ -131,17 +131,5 @@ def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_b
                 m.filename, gpu))
             (tmp / LABELS_FILE).write_text(labels)
             (tmp / MANIFEST_COPY).write_text(manifest)
-            publish_permissions(tmp)
-            if final.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{m.name}.old-", dir=out))
-                os.rmdir(old)
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         written.append(final)
     return written

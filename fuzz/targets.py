@@ -391,7 +391,8 @@ def target_results(data: bytes) -> None:
 def target_manifest(data: bytes) -> None:
     """A bundle's manifest.json through `runtime.bundle.load_bundle` (checksums, file
     names that must stay inside the bundle, post-processing settings)."""
-    from hamnet_deploy.runtime.bundle import MANIFEST, load_bundle
+    from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.manifest import MANIFEST
 
     folder = scratch() / "bundle"
     folder.mkdir(exist_ok=True)

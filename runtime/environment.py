@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from hamnet_deploy.runtime.trt_compat import cuda_devices, installed_tensorrt
+from hamnet_deploy.runtime.devices import cuda_devices, installed_tensorrt
 
 
 def dist_version(name: str) -> str | None:

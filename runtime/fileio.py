@@ -1,14 +1,25 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write
-leaves the previous file untouched. A target that is a device or a pipe (/dev/stdout,
-/dev/null) is written into directly rather than replaced; a folder is refused."""
+"""Atomic writes: a reader never sees a half-written file or folder, and a failed write
+leaves the previous one untouched.
+
+- Files: `atomic_write` (temp file beside the target, fsync, rename). A target that is a
+  device or a pipe (/dev/stdout, /dev/null) is written into directly rather than
+  replaced; a folder is refused.
+- Folders (bundles, checkpoints, cache entries, Triton models): `staging(target)` builds
+  one beside the target and `publish_folder` renames it into place.
+- `sha256_file`, the one checksum.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -80,3 +91,119 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (the one checksum of bundles, engines
+    and cache keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- #
+#                          folders: stage, then publish                        #
+# --------------------------------------------------------------------------- #
+def stage_folder(target: str | os.PathLike) -> Path:
+    """A new empty folder beside `target` (`.NAME.tmp-XXXX`) to build it in; DataError
+    when the parent cannot be written."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        why = ("a part of its path is a file, not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError))
+               else exc.strerror)
+        raise DataError(f"cannot create {target}: {why}; choose a writable location") from exc
+
+
+def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, replace: bool = False) -> bool:
+    """Move the finished folder `staged` onto `target` atomically; True when it was moved.
+
+    The folder gets the permissions a plain mkdir/open would give (temp folders are
+    private). Without `replace` an existing `target` wins (another process published
+    first) and `staged` is removed. With `replace` the old folder is renamed aside, the
+    new one renamed in, then the old one deleted: a reader sees the old folder or the
+    new one, never neither (SIGINT/SIGTERM are held back during the two renames).
+    """
+    staged, target = Path(staged), Path(target)
+    publish_permissions(staged)
+    _fsync_dir(staged)
+    if target.exists() and not replace:
+        shutil.rmtree(staged, ignore_errors=True)
+        return False
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rmdir(old)
+    with signals_deferred():
+        if old is not None:
+            os.replace(target, old)
+        try:
+            os.replace(staged, target)
+        except OSError as exc:
+            if old is not None:
+                os.replace(old, target)
+            raise DataError(f"cannot move the new folder into {target}: {exc.strerror}") from exc
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+@contextlib.contextmanager
+def staging(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """`with staging(target) as tmp:` build the folder in `tmp`; it is published onto
+    `target` when the block ends normally (`publish_folder`) and removed otherwise."""
+    staged = stage_folder(target)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    try:
+        publish_folder(staged, target, replace=replace)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few system calls (main thread, POSIX); they are
+    delivered when the block ends."""
+    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    held = {signal.SIGINT, signal.SIGTERM}
+    if blockable:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def publish_permissions(folder: str | os.PathLike) -> None:
+    """Give a staged folder and its files the modes a plain mkdir/open would (umask
+    applied): temp folders and atomic writes create them private (0700/0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

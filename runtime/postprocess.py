@@ -14,19 +14,19 @@ attention branch, for models whose attention no loss trained (paper Table 1 exp 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from hamnet_deploy.runtime.detections import Detections
-from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
 from hamnet_deploy.runtime.proposals import contrast_scores_many, find_runs
+from hamnet_deploy.runtime.settings import Settings, option
 
 NMS_METHODS = ("soft", "hard", "none")
-ATTENTION_SOURCES = ("attention", "cas")
 
 
 def thresholds_released() -> tuple[float, ...]:
@@ -40,41 +40,40 @@ def thresholds_paper() -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class PostprocessConfig:
+class PostprocessConfig(Settings):
     """Every post-processing setting (SPEC §4). Defaults: the released HAM-Net code on
     THUMOS14; `PostprocessConfig.activitynet()` gives the ActivityNet1.2 recipe."""
 
-    topk_ratio: float = 10.0
+    where = "post-processing setting"
+
+    topk_ratio: float = option(10.0, ge=1.0)
     """r of the top-k MIL pooling: k = max(1, floor(T / r)) snippets per class; r >= 1."""
-    class_threshold: float = 0.2
+    class_threshold: float = option(0.2, ge=0.0, le=1.0)
     """Classes with video score p_c >= this are localized."""
-    action_thresholds: tuple[float, ...] = thresholds_released()
+    action_thresholds: tuple[float, ...] = option(thresholds_released(), nonempty=True)
     """Attention thresholds; snippets with a > theta form proposals, for every theta."""
-    outer_ratio: float = 0.25
+    outer_ratio: float = option(0.25, ge=0.0)
     """Outer region: floor(i - r*len) .. i-1 before and j+1 .. floor(j + r*len) after."""
     score_weight: float = 0.2
     """Weight of the video score p_c added to the outer-inner contrast."""
-    nms: str = "soft"
+    nms: Literal["soft", "hard", "none"] = "soft"
     """"soft" (Gaussian soft-NMS, released code), "hard" (greedy NMS) or "none"."""
-    nms_sigma: float = 0.3
+    nms_sigma: float = option(0.3, gt=0.0)
     """Gaussian soft-NMS: a score is multiplied by exp(-IoU^2 / sigma)."""
-    nms_iou: float = 0.5
+    nms_iou: float = option(0.5, gt=0.0, le=1.0)
     """Hard NMS: detections with IoU >= this to a kept one are removed (unused by soft-NMS,
     as in the released code, which passes 0.7 to its Gaussian soft-NMS and ignores it)."""
     legacy_nms_length: bool = False
     """Released-code compatibility: segment length `end - start + 1` (seconds + 1) in NMS."""
-    max_detections: int | None = None
+    max_detections: int | None = option(None, ge=1)
     """Keep at most this many detections per video (highest scores); None keeps all."""
-    snippet_seconds: float = 0.64
+    snippet_seconds: float = option(0.64, gt=0.0)
     """Seconds per snippet (16 frames at 25 fps): start = i * this, end = (j + 1) * this."""
-    attention_source: str = "attention"
+    attention_source: Literal["attention", "cas"] = "attention"
     """What plays the attention in steps 1-5: "attention" (the model's attention branch,
     SPEC §4) or "cas": the CAS foreground probability `1 - softmax(s_t)[background]` (the
     guide loss's target), for models whose attention branch no loss trained (paper
     Table 1 exp 1, BCL only). The given attention is then ignored."""
-
-    def __post_init__(self) -> None:
-        self._validate()
 
     @classmethod
     def thumos14(cls, **overrides: Any) -> PostprocessConfig:
@@ -85,79 +84,6 @@ class PostprocessConfig:
     def activitynet(cls, **overrides: Any) -> PostprocessConfig:
         """The released code's ActivityNet1.2 settings: top-k ratio 20."""
         return cls(**{"topk_ratio": 20.0, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (the form a bundle manifest records)."""
-        out = asdict(self)
-        out["action_thresholds"] = list(self.action_thresholds)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PostprocessConfig:
-        """Inverse of `to_dict`; missing keys take their defaults. Unknown keys or bad
-        values raise ConfigError."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"post-processing settings must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown post-processing setting(s) {', '.join(map(repr, unknown))}; "
-                              f"known settings: {', '.join(sorted(known))}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:  # pragma: no cover - unknown keys are caught above
-            raise ConfigError(f"bad post-processing settings: {exc}") from None
-
-    def _validate(self) -> None:
-        def number(name: str, *, positive: bool = False, low: float | None = None,
-                   high: float | None = None) -> float:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"post-processing setting {name}={value!r} must be a number")
-            value = float(value)
-            if not math.isfinite(value):
-                raise ConfigError(f"post-processing setting {name}={value} must be finite")
-            if positive and value <= 0:
-                raise ConfigError(f"post-processing setting {name}={value} must be > 0")
-            if low is not None and value < low or high is not None and value > high:
-                raise ConfigError(f"post-processing setting {name}={value} must lie in [{low}, {high}]")
-            object.__setattr__(self, name, value)
-            return value
-
-        number("topk_ratio", low=1.0, high=math.inf)  # k = floor(T / r) <= T
-        number("class_threshold", low=0.0, high=1.0)
-        number("outer_ratio", low=0.0, high=math.inf)
-        number("score_weight")
-        number("nms_sigma", positive=True)
-        number("nms_iou", positive=True, high=1.0)
-        number("snippet_seconds", positive=True)
-
-        thr = self.action_thresholds
-        if isinstance(thr, (str, bytes)) or not isinstance(thr, (Sequence, np.ndarray)):
-            raise ConfigError(f"post-processing setting action_thresholds={thr!r} must be a list of numbers")
-        try:
-            values = tuple(float(x) for x in thr if not isinstance(x, (bool, str, bytes)))
-        except (TypeError, ValueError):
-            raise ConfigError(f"post-processing setting action_thresholds={list(thr)!r} must be a list of numbers") from None
-        if len(values) != len(thr) or not values:
-            raise ConfigError(f"post-processing setting action_thresholds={list(thr)!r} must be a non-empty list of numbers")
-        if not all(math.isfinite(v) for v in values):
-            raise ConfigError(f"post-processing setting action_thresholds={list(values)} must be finite")
-        object.__setattr__(self, "action_thresholds", values)
-
-        if self.attention_source not in ATTENTION_SOURCES:
-            raise ConfigError(f"post-processing setting attention_source={self.attention_source!r} must be one of "
-                              f"{', '.join(ATTENTION_SOURCES)}")
-        if self.nms not in NMS_METHODS:
-            raise ConfigError(f"post-processing setting nms={self.nms!r} must be one of {', '.join(NMS_METHODS)}")
-        if not isinstance(self.legacy_nms_length, (bool, np.bool_)):
-            raise ConfigError(f"post-processing setting legacy_nms_length={self.legacy_nms_length!r} must be true or false")
-        object.__setattr__(self, "legacy_nms_length", bool(self.legacy_nms_length))
-        top = self.max_detections
-        if top is not None:
-            if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-                raise ConfigError(f"post-processing setting max_detections={top!r} must be a positive integer or null")
-            object.__setattr__(self, "max_detections", int(top))
 
 
 def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.ndarray]:

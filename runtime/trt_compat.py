@@ -15,24 +15,21 @@ compute capability, precision and shape profile; `check_engine_compatible` compa
 them with the running machine *before* TensorRT deserializes anything, so a mismatch
 is a one-line message instead of a TensorRT stack trace.
 
-Also here, because `hamnet doctor` needs them without TensorRT or PyTorch:
-`installed_tensorrt()` and `cuda_devices()`. NumPy/stdlib only: no torch, no
-tensorrt import at module load (this is `runtime/`).
+Engine entries may be `runtime.manifest.EngineEntry` objects or their dicts; their
+profile rules live in `runtime.profile`. What the machine has (TensorRT version, CUDA
+devices) comes from `runtime.devices`. NumPy/stdlib only: no torch, no tensorrt import
+(this is `runtime/`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import importlib
-import importlib.metadata
-import importlib.util
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.errors import BundleError, ConfigError
+from hamnet_deploy.runtime.manifest import EngineEntry
+from hamnet_deploy.runtime.profile import Profile
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -46,15 +43,6 @@ DLA_MAX_DIM = 8192
 
 REBUILD_HINT = ("rebuild it on this machine with `hamnet export ... --trt` (the bundle's ONNX "
                 "file is the source) or run with --backend onnxruntime")
-
-
-class ShapeOutsideProfile(DataError):
-    """An input's batch or T lies outside the engine's optimisation profile.
-
-    TensorRT never clamps: the caller must split the video into chunks (with
-    `receptive_radius` snippets of context on each side, which keeps them exact) or
-    rebuild the engine with a larger profile.
-    """
 
 
 # --------------------------------------------------------------------------- #
@@ -160,63 +148,29 @@ def engine_file_name(gpu_name: str, cc: Any, trt_version: Any, precision: str,
 # --------------------------------------------------------------------------- #
 #                                  profiles                                   #
 # --------------------------------------------------------------------------- #
-def entry_dict(entry: Any) -> Mapping[str, Any]:
-    if isinstance(entry, Mapping):
+def as_entry(entry: Any) -> EngineEntry:
+    """An EngineEntry from an entry object or its manifest dict (BundleError when invalid)."""
+    if isinstance(entry, EngineEntry):
         return entry
-    to_dict = getattr(entry, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
+    if isinstance(entry, Mapping):
+        return EngineEntry.from_dict(entry, where=f"engine {entry.get('file', '?')}")
     raise BundleError(f"engine entry {entry!r} is not a manifest object; re-export the bundle")
 
 
-def profile_limits(entry: Any) -> dict[str, int]:
-    """min_t, opt_t, max_t, min_batch, max_batch of an engine entry's profile.
-
-    `min_batch` defaults to 1, except for DLA engines (static shapes), whose batch is
-    fixed at `max_batch`.
-    """
-    entry = entry_dict(entry)
-    where = f"engine {entry.get('file', '?')}"
-    profile = entry.get("profile")
-    if not isinstance(profile, Mapping):
-        raise BundleError(f"{where}: the manifest entry has no shape profile; re-export the bundle")
-    try:
-        out = {k: int(profile[k]) for k in ("min_t", "opt_t", "max_t", "max_batch")}
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"{where}: profile {dict(profile)} needs integer min_t, opt_t, max_t and "
-                          "max_batch; re-export the bundle") from None
-    default_min_batch = out["max_batch"] if entry.get("dla_core") is not None else 1
-    out["min_batch"] = int(profile.get("min_batch", default_min_batch) or default_min_batch)
-    if not (1 <= out["min_t"] <= out["opt_t"] <= out["max_t"]
-            and 1 <= out["min_batch"] <= out["max_batch"]):
-        raise BundleError(f"{where}: profile {out} needs 1 <= min_t <= opt_t <= max_t and "
-                          "1 <= min_batch <= max_batch; re-export the bundle")
-    return out
+def profile_of(entry: Any) -> Profile:
+    """The shape profile of an engine entry (DLA engines: batch fixed at max_batch)."""
+    return as_entry(entry).profile
 
 
 def profile_allows(entry: Any, batch: int, T: int) -> bool:
-    """True when an input [batch, T, D] lies inside the engine's profile.
-
-    A batch smaller than the profile's `min_batch` is allowed: the runner pads it with
-    zero rows (batch items are independent), so only T must match a static profile.
-    """
-    lim = profile_limits(entry)
-    return 1 <= int(batch) <= lim["max_batch"] and lim["min_t"] <= int(T) <= lim["max_t"]
+    """True when an input [batch, T, D] lies inside the engine's profile (`Profile.accepts`)."""
+    return profile_of(entry).accepts(batch, T)
 
 
 def check_profile(entry: Any, batch: int, T: int) -> None:
     """Raise ShapeOutsideProfile (telling the caller to chunk) unless `profile_allows`."""
-    if profile_allows(entry, batch, T):
-        return
-    lim = profile_limits(entry)
-    name = entry_dict(entry).get("file", "the engine")
-    t_range = (f"T = {lim['min_t']}" if lim["min_t"] == lim["max_t"]
-               else f"T {lim['min_t']}..{lim['max_t']}")
-    raise ShapeOutsideProfile(
-        f"input of batch {batch} and T = {T} is outside the profile of {name} (batch 1..{lim['max_batch']}, "
-        f"{t_range}); TensorRT never clamps: split the video into chunks of at most {lim['max_t']} "
-        f"snippets with receptive-radius context (and batches of at most {lim['max_batch']}), or "
-        f"rebuild the engine with a larger --max-t / --max-batch")
+    e = as_entry(entry)
+    e.profile.require(batch, T, e.file)
 
 
 # --------------------------------------------------------------------------- #
@@ -245,19 +199,19 @@ def _display_versions(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[str, str]
 def engine_compatibility(entry: Any, trt_version: str, gpu_name: str,
                          compute_capability: Any) -> tuple[bool, str]:
     """(ok, reason) for running `entry` on this machine; see `check_engine_compatible`."""
-    entry = entry_dict(entry)
-    name = entry.get("file", "?")
+    entry = as_entry(entry)
+    name = entry.file
     try:
-        built_v = parse_version(entry["tensorrt_version"])
-        built_cc = parse_cc(entry["compute_capability"])
-    except (KeyError, ValueError) as exc:
+        built_v = parse_version(entry.tensorrt_version)
+        built_cc = parse_cc(entry.compute_capability)
+    except ValueError as exc:
         raise BundleError(f"engine {name}: the manifest entry lacks a valid TensorRT version or compute "
                           f"capability ({exc}); re-export the bundle") from None
     here_v = parse_version(trt_version)
     here_cc = parse_cc(compute_capability)
-    built_gpu = str(entry.get("gpu_name", "") or "?")
-    version_compatible = bool(entry.get("version_compatible", False))
-    hardware_compatible = bool(entry.get("hardware_compatible", False))
+    built_gpu = entry.gpu_name or "?"
+    version_compatible = bool(entry.extra.get("version_compatible", False))
+    hardware_compatible = bool(entry.extra.get("hardware_compatible", False))
 
     reasons = []
     if not _same_version(built_v, here_v):
@@ -270,7 +224,7 @@ def engine_compatibility(entry: Any, trt_version: str, gpu_name: str,
             reasons.append("a version-compatible engine runs on the same or a later TensorRT, not an "
                            "older one")
     if built_cc != here_cc:
-        if entry.get("dla_core") is not None:
+        if entry.dla_core is not None:
             reasons.append("a DLA engine runs only on the SoC that built it")
         elif not hardware_compatible:
             reasons.append("an engine runs only on the GPU architecture that built it unless it was "
@@ -305,18 +259,24 @@ def check_engine_compatible(entry: Any, trt_version: str, gpu_name: str,
 
 def is_native_match(entry: Any, trt_version: str, compute_capability: Any) -> bool:
     """True when the engine was built by this exact TensorRT version for this architecture."""
-    entry = entry_dict(entry)
+    entry = as_entry(entry)
     try:
-        return (_same_version(parse_version(entry["tensorrt_version"]), parse_version(trt_version))
-                and parse_cc(entry["compute_capability"]) == parse_cc(compute_capability))
-    except (KeyError, ValueError):
+        return (_same_version(parse_version(entry.tensorrt_version), parse_version(trt_version))
+                and parse_cc(entry.compute_capability) == parse_cc(compute_capability))
+    except ValueError:
         return False
 
 
-PRECISION_PREFERENCE = {"fp16": 0, "int8": 1, "fp32": 2}
-"""Order in which `choose_engine` prefers precisions when none is asked for: FP16 is
-the default fast path with negligible accuracy loss; an INT8 engine exists only when
-the user calibrated one; FP32 is the slow reference."""
+PRECISION_PREFERENCE = ("fp16", "int8", "fp32")
+"""The one order in which engines are preferred when no precision is asked for (the
+runtime's choice and the Triton repository's): FP16 is the fast path with negligible
+accuracy loss; an INT8 engine exists only when the user calibrated one; FP32 is the
+slow reference."""
+
+
+def precision_rank(precision: str) -> int:
+    """Position of `precision` in PRECISION_PREFERENCE (unknown ones last)."""
+    return PRECISION_PREFERENCE.index(precision) if precision in PRECISION_PREFERENCE else len(PRECISION_PREFERENCE)
 
 
 def choose_engine(entries: Iterable[Any], trt_version: str, gpu_name: str, cc: Any,
@@ -333,16 +293,16 @@ def choose_engine(entries: Iterable[Any], trt_version: str, gpu_name: str, cc: A
         raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     candidates = []
     for order, raw in enumerate(entries):
-        entry = entry_dict(raw)
-        if precision is not None and entry.get("precision") != precision:
+        entry = as_entry(raw)
+        if precision is not None and entry.precision != precision:
             continue
         ok, _ = engine_compatibility(entry, trt_version, gpu_name, cc)
         if ok:
             candidates.append((order, raw, entry))
     if not candidates:
         return None
-    is_dla = [c for c in candidates if c[2].get("dla_core") is not None]
-    is_gpu = [c for c in candidates if c[2].get("dla_core") is None]
+    is_dla = [c for c in candidates if c[2].dla_core is not None]
+    is_gpu = [c for c in candidates if c[2].dla_core is None]
     if dla is True:
         candidates = is_dla
     elif dla is False:
@@ -352,150 +312,10 @@ def choose_engine(entries: Iterable[Any], trt_version: str, gpu_name: str, cc: A
     if not candidates:
         return None
 
-    def rank(item: tuple[int, Any, Mapping[str, Any]]) -> tuple:
+    def rank(item: tuple[int, Any, EngineEntry]) -> tuple:
         order, _, entry = item
-        lim = profile_limits(entry)
-        return (0 if is_native_match(entry, trt_version, cc) else 1,
-                PRECISION_PREFERENCE.get(str(entry.get("precision")), 3),
-                -(lim["max_t"] - lim["min_t"]), -lim["max_batch"], order)
+        p = entry.profile
+        return (0 if is_native_match(entry, trt_version, cc) else 1, precision_rank(entry.precision),
+                -(p.max_t - p.min_t), -p.max_batch, order)
 
     return min(candidates, key=rank)[1]
-
-
-# --------------------------------------------------------------------------- #
-#                        what this machine has installed                      #
-# --------------------------------------------------------------------------- #
-_TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11",
-                      "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu11-bindings",
-                      "tensorrt-lean", "tensorrt-dispatch")
-
-
-def installed_tensorrt() -> str | None:
-    """Version of the importable `tensorrt` Python module, or None when there is none.
-
-    Reads package metadata first (cheap: no CUDA library is loaded); JetPack's apt
-    package may carry no metadata, so then the module is imported lazily and its
-    `__version__` read. A module that is present but fails to load counts as absent.
-    """
-    try:
-        if importlib.util.find_spec("tensorrt") is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    for dist in _TRT_DISTRIBUTIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError):
-            version = importlib.metadata.version(dist)
-            if version:
-                return version
-    try:
-        module = importlib.import_module("tensorrt")
-    except Exception:  # ImportError, or OSError when libnvinfer cannot be loaded
-        return None
-    version = getattr(module, "__version__", None)
-    return str(version) if version else None
-
-
-def load_cudart() -> Any | None:
-    """cuda-python's runtime bindings (new `cuda.bindings.runtime`, old `cuda.cudart`)."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-
-        return cudart
-    except Exception:
-        pass
-    try:
-        from cuda import cudart  # older cuda-python
-
-        return cudart
-    except Exception:
-        return None
-
-
-def cuda_ok(err: Any) -> bool:
-    """True when a cuda-python error code (enum or int) means success."""
-    return int(getattr(err, "value", err)) == 0
-
-
-def _decode_name(raw: Any) -> str:
-    if isinstance(raw, (bytes, bytearray)):
-        raw = bytes(raw).split(b"\x00", 1)[0].decode("utf-8", "replace")
-    return str(raw).strip()
-
-
-def _devices_cuda_python(cudart: Any) -> list[dict[str, Any]]:
-    result = cudart.cudaGetDeviceCount()
-    if not cuda_ok(result[0]):
-        return []
-    devices = []
-    for index in range(int(result[1])):
-        err, prop = cudart.cudaGetDeviceProperties(index)
-        if not cuda_ok(err):
-            continue
-        devices.append({"index": index, "name": _decode_name(prop.name),
-                        "compute_capability": f"{int(prop.major)}.{int(prop.minor)}",
-                        "memory_bytes": int(prop.totalGlobalMem), "source": "cuda-python"})
-    return devices
-
-
-def load_libcuda() -> Any | None:
-    """The CUDA driver library through ctypes (present wherever an NVIDIA driver is), or None."""
-    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
-    for lib_name in names:
-        try:
-            return ctypes.CDLL(lib_name)
-        except OSError:
-            continue
-    return None
-
-
-_CU_ATTR_CC_MAJOR, _CU_ATTR_CC_MINOR = 75, 76
-
-
-def _devices_driver(lib: Any) -> list[dict[str, Any]]:
-    if lib.cuInit(0) != 0:
-        return []
-    count = ctypes.c_int(0)
-    if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return []
-    devices = []
-    for index in range(count.value):
-        dev = ctypes.c_int(0)
-        if lib.cuDeviceGet(ctypes.byref(dev), index) != 0:
-            continue
-        name = ctypes.create_string_buffer(256)
-        major, minor = ctypes.c_int(0), ctypes.c_int(0)
-        memory = ctypes.c_size_t(0)
-        lib.cuDeviceGetName(name, 256, dev)
-        lib.cuDeviceGetAttribute(ctypes.byref(major), _CU_ATTR_CC_MAJOR, dev)
-        lib.cuDeviceGetAttribute(ctypes.byref(minor), _CU_ATTR_CC_MINOR, dev)
-        total_mem = getattr(lib, "cuDeviceTotalMem_v2", None) or lib.cuDeviceTotalMem
-        total_mem(ctypes.byref(memory), dev)
-        devices.append({"index": index, "name": _decode_name(name.value),
-                        "compute_capability": f"{major.value}.{minor.value}",
-                        "memory_bytes": int(memory.value), "source": "cuda-driver"})
-    return devices
-
-
-def cuda_devices() -> list[dict[str, Any]]:
-    """The CUDA GPUs this process sees: [{index, name, compute_capability ("8.7"),
-    memory_bytes, source}], or [] when there is none (or no driver).
-
-    Uses cuda-python when installed, else the CUDA driver library through ctypes, so it
-    works on a Jetson without cuda-python and never imports PyTorch (runtime/ rule).
-    On Jetson `memory_bytes` is the memory shared with the CPU. Never raises.
-    """
-    cudart = load_cudart()
-    if cudart is not None:
-        try:
-            devices = _devices_cuda_python(cudart)
-            if devices:
-                return devices
-        except Exception:
-            pass
-    lib = load_libcuda()
-    if lib is None:
-        return []
-    try:
-        return _devices_driver(lib)
-    except Exception:
-        return []

@@ -16,9 +16,7 @@ with `weights_only=True`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
-from hamnet_deploy.runtime.fileio import write_json_atomic
+from hamnet_deploy.runtime.fileio import staging, write_json_atomic
 
 LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
@@ -61,29 +59,17 @@ def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
     root = run_dir / CHECKPOINTS
     final = root / f"epoch-{epoch:04d}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=root))
-    except OSError as exc:
-        raise DataError(f"cannot write the checkpoint of epoch {epoch} into {root}: {exc.strerror}; check the "
-                        "folder") from None
-    try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch}, indent=1))
-        if final.exists():  # a re-run of this epoch after a resume: move the old one aside first,
-            old = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-old-", dir=root))  # never half-delete it
-            os.replace(final, old / final.name)
-        tmp.rename(final)
+        # a re-run of this epoch after a resume replaces the old folder, never half-deletes it
+        with staging(final, replace=True) as tmp:
+            weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(weights, str(tmp / "model.safetensors"))
+            if optimizer is not None:
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch}, indent=1))
     except (OSError, SafetensorError) as exc:  # a full disk, a folder that became read-only, ...
-        shutil.rmtree(tmp, ignore_errors=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DataError(f"cannot write the checkpoint of epoch {epoch} into {root}: {why}; free space or "
                         f"check the folder, then continue with hamnet train --resume {run_dir}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     write_json_atomic(run_dir / LATEST, {"epoch": epoch, "path": f"{CHECKPOINTS}/{final.name}"})
     for old_epoch in _epoch_folders(root)[:-KEEP]:
         if old_epoch != final:
@@ -170,11 +156,11 @@ class LoadedModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the HAM-Net of a checkpoint (run folder or epoch folder), in eval mode."""
     from hamnet_deploy.runtime.postprocess import PostprocessConfig
-    from hamnet_deploy.training.config import from_dict
+    from hamnet_deploy.training.config import TrainConfig
     from hamnet_deploy.training.model import HamNet
 
     ckpt = load_checkpoint(path)
-    cfg = from_dict(ckpt.config, where=str(ckpt.path / "state.json"))
+    cfg = TrainConfig.from_dict(ckpt.config, where=str(ckpt.path / "state.json"))
     if cfg.model.num_classes != len(ckpt.classes):
         raise BundleError(f"{ckpt.path}: config says {cfg.model.num_classes} classes but the checkpoint lists "
                           f"{len(ckpt.classes)}; the checkpoint is inconsistent, use another one")

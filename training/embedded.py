@@ -8,20 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from hamnet_deploy.runtime.cache import cache_dir
+from hamnet_deploy.runtime.fileio import staging
 from hamnet_deploy.training.synth import SYNTH_VERSION, SynthConfig, generate_dataset
-
-
-def cache_root() -> Path:
-    """$HAMNET_CACHE, else $XDG_CACHE_HOME/hamnet, else ~/.cache/hamnet."""
-    if os.environ.get("HAMNET_CACHE"):
-        return Path(os.environ["HAMNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hamnet"
 
 
 def config_hash(cfg: SynthConfig) -> str:
@@ -47,18 +38,9 @@ def embedded_dataset(dim: int = 2048, videos: int = 412, seed: int = 0, timeline
     """
     cfg = SynthConfig(**{**(overrides or {}), "videos": videos, "dim": dim, "seed": seed, "timelines": timelines})
     tag = f"synth-d{dim}-v{videos}-s{seed}" + ("-real" if timelines else "") + f"-{config_hash(cfg)}"
-    target = cache_root() / tag
+    target = cache_dir() / tag
     if (target / "annotations.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=target.parent))
-    try:
+    with staging(target) as tmp:  # another process that publishes first wins
         generate_dataset(tmp, cfg, progress=progress)
-        if target.exists():  # another process won the race
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -27,7 +27,7 @@ from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
 from hamnet_deploy.training import distributed as ddp
 from hamnet_deploy.training.batches import TrainSamples, collate
 from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
-from hamnet_deploy.training.config import TrainConfig, from_dict, to_dict
+from hamnet_deploy.training.config import TrainConfig
 from hamnet_deploy.training.data import WtalDataset
 from hamnet_deploy.training.device import amp_dtype, select_device
 from hamnet_deploy.training.evaluate import EvalSummary, evaluate_model, print_summary
@@ -108,7 +108,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raw = json.loads(path.read_text())
     except (ValueError, OSError, RecursionError) as exc:
         raise DataError(f"{path}: corrupt run config ({_first_line(exc)}); start a new run") from None
-    return from_dict(raw, where=str(path))
+    return TrainConfig.from_dict(raw, where=str(path))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
             raise DataError(f"cannot create the run folder {run_dir}: {exc.strerror}; choose a writable "
                             "--out") from None
     if main:
-        write_json_atomic(run_dir / CONFIG_FILE, to_dict(cfg))
+        write_json_atomic(run_dir / CONFIG_FILE, cfg.to_dict())
 
     net: torch.nn.Module = model
     if info.enabled:
@@ -203,7 +203,7 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
                         collate_fn=collate, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     post = postprocess_config(cfg)
-    state = {"classes": list(data.classes), "config": to_dict(cfg), "postprocess": post.to_dict(),
+    state = {"classes": list(data.classes), "config": cfg.to_dict(), "postprocess": post.to_dict(),
              "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}
 
     outcome = TrainOutcome(run_dir, start_epoch - 1)

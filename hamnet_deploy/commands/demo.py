@@ -44,10 +44,10 @@ def demo_command(
     from hamnet_deploy.runtime.evaluation import evaluate_detection
     from hamnet_deploy.runtime.report import map_table
     from hamnet_deploy.training.checkpoint import load_model
-    from hamnet_deploy.training.config import apply_overrides, load_recipe
     from hamnet_deploy.training.data import load_dataset
     from hamnet_deploy.training.device import select_device
     from hamnet_deploy.training.evaluate import evaluate_model, print_summary
+    from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
     from hamnet_deploy.training.trainer import train
 
@@ -67,7 +67,7 @@ def demo_command(
 
     t = _stage("2/6 train: HAM-Net, all six loss terms")
     dataset = load_dataset(data_dir)
-    cfg = apply_overrides(load_recipe("thumos14"), [*DEMO_SETTINGS, f"epochs={epochs}", f"seed={seed}"])
+    cfg = load_recipe("thumos14").with_overrides([*DEMO_SETTINGS, f"epochs={epochs}", f"seed={seed}"])
     console.print(f"recipe thumos14 with {', '.join(DEMO_SETTINGS[:3])}, {epochs} epochs", highlight=False)
     run = out / "run"
     train(cfg, dataset, run, console=console)

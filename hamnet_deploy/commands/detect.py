@@ -11,7 +11,6 @@ any file failed (the good files' results are still written), or 2 for a usage er
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,37 +52,12 @@ def _p(value: Any) -> str:
 # --------------------------------------------------------------------------- #
 #                              settings helpers                               #
 # --------------------------------------------------------------------------- #
-def parse_value(key: str, text: str) -> Any:
-    """A --set value: JSON when it parses (numbers, true/false, null, lists), `none` ->
-    None, `a,b,c` -> a list of numbers, else the string itself."""
-    raw = text.strip()
-    if raw.lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        pass
-    if "," in raw:
-        try:
-            return [float(x) for x in raw.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--set {key}={text}: a list must hold numbers, e.g. 0.1,0.5,0.9") from None
-    return raw
-
-
 def postprocess_settings(base: Any, sets: Sequence[str], **flags: Any) -> Any:
     """The bundle's PostprocessConfig, then `--set key=value` items, then the named flags
     (those not None)."""
-    from hamnet_deploy.runtime.postprocess import PostprocessConfig
-
-    values = base.to_dict()
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: use key=value, e.g. --set nms_sigma=0.5")
-        key, text = item.split("=", 1)
-        values[key.strip()] = parse_value(key.strip(), text)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    return PostprocessConfig.from_dict(values)
+    post = base.with_overrides(sets)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    return post.replace(**changes) if changes else post
 
 
 def _check_out(out: Path | None) -> None:
@@ -223,9 +197,11 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     ort_trt = None
     if device == "tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
+        from hamnet_deploy.runtime.profile import Profile
 
-        top_t = max_t or OrtTensorRTOptions().max_t
-        ort_trt = OrtTensorRTOptions(fp16=fp16, opt_t=min(512, top_t), max_t=top_t, max_batch=batch_size)
+        top_t = max_t or Profile().max_t
+        ort_trt = OrtTensorRTOptions(fp16=fp16, profile=Profile(opt_t=min(512, top_t), max_t=top_t,
+                                                                max_batch=batch_size))
     elif fp16:
         raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --device tensorrt (TensorRT "
                           "engines carry their precision in the bundle)")

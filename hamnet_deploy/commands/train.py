@@ -28,8 +28,8 @@ def train_command(
 ) -> None:
     """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
     import_torch()
-    from hamnet_deploy.training.config import apply_overrides, load_recipe
     from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.trainer import load_run_config, train
 
     if resume is not None:
@@ -46,13 +46,13 @@ def train_command(
         if value is not None:
             sets.append(f"{key}={value}")
     if sets:
-        cfg = apply_overrides(cfg, sets)
+        cfg = cfg.with_overrides(sets)
     if data is None:
         from hamnet_deploy.training.embedded import embedded_dataset
 
         console.print(f"[bold]data:[/] embedded synthetic dataset ({synth_videos} videos, D = {synth_dim})")
         data = embedded_dataset(dim=synth_dim, videos=synth_videos, seed=0)
-    cfg = apply_overrides(cfg, [f"data.path={Path(data).resolve()}", f"output_dir={run_dir}"])
+    cfg = cfg.with_overrides([f"data.path={Path(data).resolve()}", f"output_dir={run_dir}"])
     with console.status(f"loading {data}"):
         dataset = load_dataset(data)
     console.print(f"[bold]data:[/] {dataset.source or data}: {len(dataset)} videos, {dataset.num_classes} classes, "

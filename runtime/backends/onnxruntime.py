@@ -30,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from hamnet_deploy.runtime.cache import cache_root
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.profile import Profile
+from hamnet_deploy.runtime.settings import Settings, option
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -48,28 +51,29 @@ def usable_cores() -> int:
 
 
 def default_trt_cache() -> Path:
-    """Where ONNX Runtime's TensorRT provider caches engines: $HAMNET_CACHE/ort-trt, else
-    ~/.cache/hamnet/ort-trt (a bundle folder may be read-only)."""
-    root = os.environ.get("HAMNET_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "hamnet") / "ort-trt"
+    """Where ONNX Runtime's TensorRT provider caches engines: the cache folder's `ort-trt`
+    (`runtime.cache`; a bundle folder may be read-only)."""
+    return cache_root() / "ort-trt"
 
 
 @dataclass(frozen=True)
-class OrtTensorRTOptions:
+class OrtTensorRTOptions(Settings):
     """Options of ONNX Runtime's TensorrtExecutionProvider (profile over `features`)."""
+
+    where = "TensorRT provider option"
 
     fp16: bool = False
     cache_path: str | None = None  # None: default_trt_cache()
     timing_cache: bool = True
-    min_t: int = 1
-    opt_t: int = 512
-    max_t: int = 4096
-    max_batch: int = 4
+    profile: Profile = option(factory=Profile)
 
-    def __post_init__(self) -> None:
-        if not (1 <= self.min_t <= self.opt_t <= self.max_t) or self.max_batch < 1:
-            raise ConfigError(f"TensorRT provider profile T {self.min_t}/{self.opt_t}/{self.max_t}, batch "
-                              f"{self.max_batch}: needs 1 <= min <= opt <= max and batch >= 1")
+    @property
+    def max_t(self) -> int:
+        return self.profile.max_t
+
+    @property
+    def max_batch(self) -> int:
+        return self.profile.max_batch
 
     def provider_options(self, input_name: str, dim: int, ort_version: str | None = None) -> dict[str, str]:
         """The provider's option strings, e.g. trt_profile_max_shapes="features:4x4096x2048".
@@ -78,18 +82,19 @@ class OrtTensorRTOptions:
         releases reject option names they do not know); None means current.
         """
         cache = str(self.cache_path or default_trt_cache())
+        low, opt, high = self.profile.shapes(dim)
 
-        def shape(batch: int, t: int) -> str:
-            return f"{input_name}:{batch}x{t}x{dim}"
+        def shape(s: tuple[int, int, int], batch: int | None = None) -> str:
+            return f"{input_name}:{batch or s[0]}x{s[1]}x{s[2]}"
 
         options = {
             "trt_fp16_enable": str(bool(self.fp16)),
             "trt_engine_cache_enable": "True",
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": str(bool(self.timing_cache)),
-            "trt_profile_min_shapes": shape(1, self.min_t),
-            "trt_profile_opt_shapes": shape(1, self.opt_t),
-            "trt_profile_max_shapes": shape(self.max_batch, self.max_t),
+            "trt_profile_min_shapes": shape(low, 1),
+            "trt_profile_opt_shapes": shape(opt, 1),
+            "trt_profile_max_shapes": shape(high),
         }
         if self.timing_cache and _version_at_least(ort_version, (1, 17)):
             options["trt_timing_cache_path"] = cache

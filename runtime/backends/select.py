@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hamnet_deploy.runtime.bundle import MANIFEST, ONNX, ONNX_INT8, Bundle, load_bundle
+from hamnet_deploy.runtime.bundle import Bundle, load_bundle
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, HamnetError
+from hamnet_deploy.runtime.manifest import MANIFEST, ONNX, ONNX_INT8
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch")
@@ -130,13 +131,8 @@ class _Candidate:
 
 def _tensorrt_candidate(bundle: Bundle, verify: bool) -> _Candidate:
     """The best matching engine, or BackendUnavailable/BundleError saying why there is none."""
-    from hamnet_deploy.runtime.trt_compat import (
-        choose_engine,
-        cuda_devices,
-        engine_compatibility,
-        installed_tensorrt,
-        sm_name,
-    )
+    from hamnet_deploy.runtime.devices import cuda_devices, installed_tensorrt
+    from hamnet_deploy.runtime.trt_compat import choose_engine, engine_compatibility, sm_name
 
     if not bundle.engines:
         raise BundleError(f"no TensorRT engine in {bundle.path} (build one on this machine with "
@@ -197,7 +193,7 @@ def _ort_candidate(bundle: Bundle, kind: str, device: str, threads: int | None, 
 def _ort_cuda_usable() -> str | None:
     """None when ONNX Runtime's CUDA provider can be tried here, else why not."""
     from hamnet_deploy.runtime.backends.onnxruntime import CUDA, available_providers
-    from hamnet_deploy.runtime.trt_compat import cuda_devices
+    from hamnet_deploy.runtime.devices import cuda_devices
 
     available = available_providers()
     if not available:

@@ -32,17 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from hamnet_deploy.runtime.devices import cuda_devices, cuda_ok, load_cudart, load_libcuda
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
-from hamnet_deploy.runtime.trt_compat import (
-    check_engine_compatible,
-    check_profile,
-    cuda_devices,
-    cuda_ok,
-    entry_dict,
-    load_cudart,
-    load_libcuda,
-    profile_limits,
-)
+from hamnet_deploy.runtime.trt_compat import as_entry, check_engine_compatible, check_profile
 
 TRT_RUNTIME_MISSING = ("TensorRT is not installed: pip install 'hamnet-deploy[trt]' on an NVIDIA GPU "
                        "machine, or JetPack's python3-libnvinfer on Jetson (virtualenv with "
@@ -324,14 +316,14 @@ class TensorRTRunner:
 
     def __init__(self, engine_path: str | Path, manifest_entry: Any, verify: bool = True) -> None:
         self.engine_path = Path(engine_path)
-        self.entry = dict(entry_dict(manifest_entry))
-        limits = profile_limits(self.entry)
-        self.min_t, self.opt_t, self.max_t = limits["min_t"], limits["opt_t"], limits["max_t"]
-        self.min_batch, self.max_batch = limits["min_batch"], limits["max_batch"]
-        dim = self.entry.get("input_dim")
+        self.entry = as_entry(manifest_entry)
+        p = self.entry.profile
+        self.min_t, self.opt_t, self.max_t = p.min_t, p.opt_t, p.max_t
+        self.min_batch, self.max_batch = p.smallest_batch, p.max_batch
+        dim = self.entry.extra.get("input_dim")
         self.input_dim: int | None = int(dim) if dim else None
-        self.precision = str(self.entry.get("precision", ""))
-        self.dla_core = self.entry.get("dla_core")
+        self.precision = self.entry.precision
+        self.dla_core = self.entry.dla_core
         self.verify = verify
         self._state: dict[str, Any] | None = None
 
@@ -366,7 +358,7 @@ class TensorRTRunner:
         gpu = devices[0]
         check_engine_compatible(self.entry, trt.__version__, gpu["name"], gpu["compute_capability"])
         data = self.engine_path.read_bytes()
-        expected = self.entry.get("sha256")
+        expected = self.entry.sha256
         if self.verify and expected and hashlib.sha256(data).hexdigest() != expected:
             raise BundleError(f"{self.engine_path}: checksum does not match the manifest: the engine was "
                               "modified or damaged; re-export the bundle")
@@ -375,7 +367,7 @@ class TensorRTRunner:
         try:
             logger = trt.Logger(trt.Logger.WARNING)
             runtime = trt.Runtime(logger)
-            if self.entry.get("version_compatible") and hasattr(runtime, "engine_host_code_allowed"):
+            if self.entry.extra.get("version_compatible") and hasattr(runtime, "engine_host_code_allowed"):
                 runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
             if self.dla_core is not None:
                 runtime.DLA_core = int(self.dla_core)

@@ -28,8 +28,8 @@ SMALL = ["model.attention_dim=16", "data.num_snippets=24", "data.batch_size=4", 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Synthetic data, a 3-epoch run (the trainer evaluates the last epoch) and its bundle."""
-    from hamnet_deploy.training.config import apply_overrides, load_recipe
     from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
     from hamnet_deploy.training.trainer import METRICS_FILE, train
 
@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     data = root / "synth"
     generate_dataset(data, SynthConfig(videos=16, dim=D, num_classes=C, seed=3))
     run = root / "run"
-    train(apply_overrides(load_recipe("thumos14"), SMALL), load_dataset(data), run, progress=False)
+    train(load_recipe("thumos14").with_overrides(SMALL), load_dataset(data), run, progress=False)
     last = json.loads((run / METRICS_FILE).read_text().splitlines()[-1])
     bundle = root / "bundle"
     result = invoke("export", run, "--out", bundle, "--skip-parity-long")
@@ -142,7 +142,7 @@ def read_results_via(trained, out, video, *args):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--set", "nonsense=1"], "unknown post-processing setting"),
+    (["--set", "nonsense=1"], "--set nonsense: unknown setting"),
     (["--set", "nms_sigma"], "use key=value"),
     (["--nms", "fuzzy"], "nms='fuzzy'"),
     (["--out", "results.txt"], ".json (ActivityNet results format) or .csv"),

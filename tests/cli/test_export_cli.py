@@ -21,7 +21,7 @@ from hamnet_deploy.export.parity import ort_runner, random_features, torch_runne
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
 from hamnet_deploy.training.checkpoint import save_checkpoint
-from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
 from hamnet_deploy.training.model import HamNet
 from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
@@ -35,7 +35,7 @@ def make_run(run_dir: Path, pool_kernel: int = 1) -> Path:
     torch.manual_seed(0)
     model = HamNet.from_config(cfg.model)
     post = PostprocessConfig(topk_ratio=8.0, nms="hard")
-    save_checkpoint(run_dir, 1, model, None, {"classes": CLASSES, "config": to_dict(cfg),
+    save_checkpoint(run_dir, 1, model, None, {"classes": CLASSES, "config": cfg.to_dict(),
                                               "postprocess": post.to_dict(), "feature_dim": D,
                                               "num_classes": C})
     return run_dir
@@ -133,7 +133,7 @@ def test_default_out_force_and_epoch_folder(tmp_path):
     (["--fp16"], "--fp16 applies to --trt"),
     (["--min-t", "4"], "--min-t applies to --trt"),
     (["--trt", "--min-t", "10", "--opt-t", "5"], "--min-t <= --opt-t <= --max-t"),
-    (["--trt", "--int8"], "--int8 needs calibration data"),
+    (["--trt", "--int8"], "--int8: needs calibration data"),
     (["--trt", "--dla", "0"], "FP16 or INT8"),
     (["--opset", "99"], "--opset 99"),
     (["--calib", "nowhere"], "--calib applies to --int8-cpu or --trt"),

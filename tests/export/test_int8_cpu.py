@@ -122,7 +122,7 @@ def _train_small(data_dir, run_dir, steps: int = 150):
     """A briefly trained HAM-Net (D = 16, attention width 16) saved as a checkpoint."""
     from hamnet_deploy.runtime.postprocess import PostprocessConfig
     from hamnet_deploy.training.checkpoint import save_checkpoint
-    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
     from hamnet_deploy.training.losses import HamNetLoss
 
     ds = load_dataset(data_dir)
@@ -145,7 +145,7 @@ def _train_small(data_dir, run_dir, steps: int = 150):
         loss.backward()
         opt.step()
     torch.set_num_threads(threads)
-    save_checkpoint(run_dir, 1, model.eval(), None, {"classes": ds.classes, "config": to_dict(cfg),
+    save_checkpoint(run_dir, 1, model.eval(), None, {"classes": ds.classes, "config": cfg.to_dict(),
                                                      "postprocess": PostprocessConfig().to_dict()})
     return run_dir
 

@@ -32,11 +32,11 @@ from hamnet_deploy.export.trt_calibrator import (
     make_entropy_calibrator,
 )
 from hamnet_deploy.export.trt_precision import convert_model_fp16, precision_path
-from hamnet_deploy.runtime import trt_compat
+from hamnet_deploy.runtime import devices, trt_compat
 from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.profile import ShapeOutsideProfile
 from hamnet_deploy.runtime.trt_compat import (
-    ShapeOutsideProfile,
     check_engine_compatible,
     choose_engine,
     engine_file_name,
@@ -106,18 +106,18 @@ def test_profile_allows_and_limits():
     assert not profile_allows(e, 0, 100)
     lo = entry(profile={"min_t": 8, "opt_t": 64, "max_t": 128, "max_batch": 2})
     assert not profile_allows(lo, 1, 7) and profile_allows(lo, 1, 8)
-    assert trt_compat.profile_limits(lo)["min_batch"] == 1
+    assert trt_compat.profile_of(lo).smallest_batch == 1
     # DLA (static shapes): batch fixed at max_batch, smaller batches are padded by the runner
     dla = entry(dla_core=0, profile={"min_t": 256, "opt_t": 256, "max_t": 256, "max_batch": 2})
-    assert trt_compat.profile_limits(dla)["min_batch"] == 2
+    assert trt_compat.profile_of(dla).smallest_batch == 2
     assert profile_allows(dla, 1, 256) and not profile_allows(dla, 1, 255)
     with pytest.raises(ShapeOutsideProfile, match="split the video into chunks of at most 256"):
         trt_compat.check_profile(dla, 1, 300)
     assert issubclass(ShapeOutsideProfile, DataError)
     with pytest.raises(BundleError):
-        trt_compat.profile_limits(entry(profile={"min_t": 9, "opt_t": 4, "max_t": 8, "max_batch": 1}))
+        trt_compat.profile_of(entry(profile={"min_t": 9, "opt_t": 4, "max_t": 8, "max_batch": 1}))
     with pytest.raises(BundleError):
-        trt_compat.profile_limits(entry(profile=None))
+        trt_compat.profile_of(entry(profile=None))
 
 
 # =========================================================================== #
@@ -217,17 +217,17 @@ def test_compat_accepts_bundle_engine_entries():
 #                        installed TensorRT / CUDA devices                    #
 # =========================================================================== #
 def test_installed_tensorrt_and_cuda_devices_never_raise():
-    version = trt_compat.installed_tensorrt()
+    version = devices.installed_tensorrt()
     assert version is None or parse_version(version)
-    devices = trt_compat.cuda_devices()
-    assert isinstance(devices, list)
-    for dev in devices:
+    found = devices.cuda_devices()
+    assert isinstance(found, list)
+    for dev in found:
         assert {"name", "compute_capability", "memory_bytes"} <= set(dev)
 
 
 def test_installed_tensorrt_absent(monkeypatch):
-    monkeypatch.setattr(trt_compat.importlib.util, "find_spec", lambda name: None)
-    assert trt_compat.installed_tensorrt() is None
+    monkeypatch.setattr(devices.importlib.util, "find_spec", lambda name: None)
+    assert devices.installed_tensorrt() is None
 
 
 def _fake_cudart_module() -> types.ModuleType:
@@ -253,8 +253,8 @@ def test_cuda_devices_through_cuda_python(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda", pkg)
     monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
-    devices = trt_compat.cuda_devices()
-    assert devices == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+    found = devices.cuda_devices()
+    assert found == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
                         "memory_bytes": 85_000_000_000, "source": "cuda-python"}]
 
 
@@ -845,7 +845,7 @@ def fake_env(monkeypatch, tmp_path):
     monkeypatch.setattr(tb, "cuda_devices", lambda: [dict(H100)])
     monkeypatch.setattr(trt_backend, "cuda_devices", lambda: [dict(H100)])
     monkeypatch.setattr(trt_backend, "cuda_memory_api", lambda: cuda)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HAMNET_CACHE", str(tmp_path / "cache"))
 
     def install(version: str = "10.3.0.26", **kw: Any) -> types.ModuleType:
         fake = make_fake_trt(version, **kw)
@@ -926,7 +926,7 @@ def test_build_trt10_fp16_entry_profile_workspace_timing_cache(fake_env, tiny_on
 def test_build_default_timing_cache_location(fake_env, tiny_onnx, tmp_path):
     fake_env("10.3.0.26")
     [e] = tb.build_engines(tiny_onnx, tmp_path / "b", trt_options())
-    expected = tmp_path / "xdg" / "hamnet" / "trt_timing_h100-80gb-hbm3_sm90_trt10.3.0.cache"
+    expected = tmp_path / "cache" / "trt_timing_h100-80gb-hbm3_sm90_trt10.3.0.cache"  # $HAMNET_CACHE
     assert expected.is_file() and e["timing_cache"] == expected.name
     assert e["precision"] == "fp32" and e["file"].endswith("_fp32.engine")
 
@@ -1227,7 +1227,7 @@ def test_cuda_memory_api_without_driver(monkeypatch):
 #                   real TensorRT on a real GPU (skipped here)                #
 # =========================================================================== #
 def _have_trt_gpu() -> bool:
-    return trt_compat.installed_tensorrt() is not None and bool(trt_compat.cuda_devices())
+    return devices.installed_tensorrt() is not None and bool(devices.cuda_devices())
 
 
 needs_trt_gpu = pytest.mark.skipif(
@@ -1241,8 +1241,8 @@ needs_trt_gpu = pytest.mark.skipif(
 def test_real_engine_build_and_run_matches_onnxruntime(precision, tiny_onnx, tmp_path):
     opts = trt_options(fp16=precision == "fp16", timing_cache=str(tmp_path / "timing.cache"))
     [e] = tb.build_engines(tiny_onnx, tmp_path, opts)
-    version = trt_compat.installed_tensorrt()
-    gpu = trt_compat.cuda_devices()[0]
+    version = devices.installed_tensorrt()
+    gpu = devices.cuda_devices()[0]
     check_engine_compatible(e, version, gpu["name"], gpu["compute_capability"])
     assert (tmp_path / "timing.cache").stat().st_size > 0
     rng = np.random.default_rng(0)
@@ -1283,7 +1283,8 @@ def test_calibrator_keeps_callback_errors_for_the_builder():
 
 def test_build_int8_dataset_errors_surface_before_tensorrt(fake_env, tiny_onnx, tmp_path):
     fake = fake_env("10.3.0.26")
-    opts = trt_options(int8=True, calib_data=str(tmp_path / "missing"))
+    (tmp_path / "no-dataset").mkdir()  # exists (the options accept it) but holds no dataset
+    opts = trt_options(int8=True, calib_data=str(tmp_path / "no-dataset"))
     with pytest.raises(DataError):
         tb.build_engines(tiny_onnx, tmp_path / "b", opts)
     assert fake.calls == []  # failed before the build started

@@ -10,8 +10,10 @@ from tritonclient.grpc import model_config_pb2
 
 from hamnet_deploy.export.bundle_writer import BundleStage, build_manifest
 from hamnet_deploy.export.triton import config_pbtxt, pick_engine, write_triton_repository
-from hamnet_deploy.runtime.bundle import EngineEntry, EngineProfile, TensorSpec, load_bundle
+from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.manifest import EngineEntry, TensorSpec
+from hamnet_deploy.runtime.profile import Profile
 
 D, C = 16, 3
 CLASSES = ["jump", "run", "throw"]
@@ -98,8 +100,10 @@ def test_existing_models_need_force_and_other_models_stay(bundle, tmp_path):
 
 def test_pick_engine_skips_dla():
     def entry(precision, dla=None):
-        return EngineEntry("x", "a" * 64, precision, "10.3", "Orin", "8.7", EngineProfile(1, 1, 1, 1), dla)
+        return EngineEntry("x", "a" * 64, precision, "10.3", "Orin", "8.7", Profile(1, 1, 1, 1), dla)
 
     assert pick_engine([]) is None
     assert pick_engine([entry("fp16", dla=0)]) is None
-    assert pick_engine([entry("int8"), entry("fp32"), entry("fp16", 0)]).precision == "fp32"
+    # the runtime's one precision order: an INT8 engine (calibrated on purpose) before FP32
+    assert pick_engine([entry("int8"), entry("fp32"), entry("fp16", 0)]).precision == "int8"
+    assert pick_engine([entry("fp32"), entry("fp16"), entry("int8")]).precision == "fp16"

@@ -37,7 +37,7 @@ def env(tmp_path_factory):
 
     from hamnet_deploy.export.pipeline import run_export
     from hamnet_deploy.training.checkpoint import save_checkpoint
-    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
     from hamnet_deploy.training.model import HamNet
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 
@@ -53,7 +53,7 @@ def env(tmp_path_factory):
     from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     save_checkpoint(root / "run", 1, HamNet.from_config(cfg.model), None,
-                    {"classes": ann["classes"], "config": to_dict(cfg), "postprocess": PostprocessConfig().to_dict(),
+                    {"classes": ann["classes"], "config": cfg.to_dict(), "postprocess": PostprocessConfig().to_dict(),
                      "feature_dim": D, "num_classes": C})
     run_export(root / "run", root / "bundle", Console(file=io.StringIO()), opset=17, force=False,
                skip_parity_long=True, int8_cpu=False, calib=None, calib_videos=1, trt_options=None, triton=None,
@@ -313,7 +313,7 @@ def _with_engine(env, dst: Path, cc: str, trt: str) -> Path:
 
 @pytest.mark.parametrize("cc, trt, needle", [("8.0", "10.3.0", "sm_80"), ("9.0", "8.6.1", "8.6")])
 def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypatch, cc, trt, needle):
-    import hamnet_deploy.runtime.trt_compat as compat
+    import hamnet_deploy.runtime.devices as compat
 
     bundle = _with_engine(env, tmp_path / "bundle", cc, trt)
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0")
@@ -331,9 +331,9 @@ def test_tampered_engine_is_refused(env, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--set", "nms_sigma=abc"), "must be a number"),
-    (("--set", "action_thresholds=nan,0.5"), "must be finite"),
-    (("--set", "bogus=1"), "unknown post-processing setting"),
+    (("--set", "nms_sigma=abc"), "nms_sigma='abc': expected a finite number"),
+    (("--set", "action_thresholds=nan,0.5"), "expected a finite number"),
+    (("--set", "bogus=1"), "--set bogus: unknown setting"),
     (("--batch-size", "0"), "--batch-size 0"),
     (("--max-t", "1"), "--max-t 5 or more"),
     (("--out", "results.txt"), ".json"),

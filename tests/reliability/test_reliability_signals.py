@@ -109,12 +109,12 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory) -> Path:
     """A finished 2-epoch run (in-process) to export."""
-    from hamnet_deploy.training.config import apply_overrides, load_recipe
     from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.trainer import train
 
     out = tmp_path_factory.mktemp("signals-run") / "run"
-    cfg = apply_overrides(load_recipe("thumos14"), ["model.attention_dim=8", "data.num_snippets=8",
+    cfg = load_recipe("thumos14").with_overrides(["model.attention_dim=8", "data.num_snippets=8",
                                                      "data.batch_size=4", "eval_every=0", "device=cpu",
                                                      "epochs=2"])
     train(cfg, load_dataset(data), out, progress=False)

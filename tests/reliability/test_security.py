@@ -95,13 +95,13 @@ def _keyword_is_true(call: ast.Call, name: str) -> bool:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny dataset, a 1-epoch run (with optimizer state) and its bundle."""
-    from hamnet_deploy.training.config import apply_overrides, load_recipe
+    from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
     from hamnet_deploy.training.trainer import train
 
     root = tmp_path_factory.mktemp("security")
     generate_dataset(root / "data", SynthConfig(videos=6, dim=D, num_classes=C, seed=6))
-    cfg = apply_overrides(load_recipe("thumos14"), ["model.attention_dim=8", "data.num_snippets=8",
+    cfg = load_recipe("thumos14").with_overrides(["model.attention_dim=8", "data.num_snippets=8",
                                                      "data.batch_size=4", "eval_every=0", "device=cpu", "epochs=1"])
     train(cfg, load_dataset(root / "data"), root / "run", progress=False)
     result = cli("export", root / "run", "--out", root / "bundle", "--skip-parity-long")

@@ -31,8 +31,9 @@ from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
 from hamnet_deploy.runtime.inference import Inference
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.profile import Profile
 from hamnet_deploy.training.checkpoint import save_checkpoint
-from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
 from hamnet_deploy.training.model import HamNet
 
 D, C = 16, 3
@@ -53,7 +54,7 @@ def make_run(folder: Path, model: HamNet) -> Path:
     cfg = TrainConfig(model=ModelConfig(feature_dim=D, num_classes=C, attention_dim=16,
                                         pool_kernel=model.pool_kernel),
                       data=DataConfig(feature_dim=D), epochs=1, output_dir=str(folder))
-    save_checkpoint(folder, 1, model, None, {"classes": CLASSES, "config": to_dict(cfg),
+    save_checkpoint(folder, 1, model, None, {"classes": CLASSES, "config": cfg.to_dict(),
                                              "postprocess": PostprocessConfig().to_dict(),
                                              "feature_dim": D, "num_classes": C})
     return folder
@@ -146,7 +147,7 @@ def test_provider_lists_and_tensorrt_provider_options():
     with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
         provider_list("cuda", [CPU], "features", D)
     assert provider_list("cuda", [CUDA, CPU], "features", D) == [CUDA, CPU]
-    opts = OrtTensorRTOptions(fp16=True, cache_path="/tmp/c", opt_t=8, max_t=2048, max_batch=2)
+    opts = OrtTensorRTOptions(fp16=True, cache_path="/tmp/c", profile=Profile(opt_t=8, max_t=2048, max_batch=2))
     providers = provider_list("tensorrt", [TRT, CUDA, CPU], "features", 2048, opts)
     (name, options), *rest = providers
     assert name == TRT and rest == [CUDA, CPU]
@@ -161,7 +162,7 @@ def test_provider_lists_and_tensorrt_provider_options():
     runner = OnnxRuntimeRunner("m.onnx", device="tensorrt", trt=opts, feature_dim=2048)
     assert (runner.max_t, runner.max_batch) == (2048, 2)  # the driver chunks to the provider's profile
     with pytest.raises(ConfigError, match="profile"):
-        OrtTensorRTOptions(min_t=10, opt_t=5)
+        OrtTensorRTOptions(profile=Profile(min_t=10, opt_t=5))
 
 
 # --------------------------------------------------------- exactness with the real model
@@ -257,7 +258,7 @@ def bundle_with_engine(src: Path, dst: Path, cc: str = "9.0") -> Path:
 
 
 def test_auto_prefers_a_matching_engine_and_falls_back(built, tmp_path, monkeypatch):
-    import hamnet_deploy.runtime.trt_compat as compat
+    import hamnet_deploy.runtime.devices as compat
     from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
 
     bundle = bundle_with_engine(built["bundle"], tmp_path / "b")

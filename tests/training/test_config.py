@@ -10,17 +10,8 @@ from pathlib import Path
 import pytest
 
 from hamnet_deploy.runtime.errors import ConfigError
-from hamnet_deploy.training.config import (
-    ABLATIONS,
-    LossConfig,
-    TrainConfig,
-    apply_ablation,
-    apply_overrides,
-    available_recipes,
-    from_dict,
-    load_recipe,
-    to_dict,
-)
+from hamnet_deploy.training.config import ABLATIONS, LossConfig, TrainConfig, apply_ablation
+from hamnet_deploy.training.recipes import available_recipes, load_recipe
 
 
 def test_recipes_are_shipped():
@@ -107,8 +98,7 @@ def test_load_recipe_errors(tmp_path):
 
 def test_overrides_coerce_types():
     base = load_recipe("thumos14")
-    cfg = apply_overrides(
-        base,
+    cfg = base.with_overrides(
         [
             "loss.alpha=0.5",
             "optim.lr=1e-4",
@@ -130,7 +120,7 @@ def test_overrides_coerce_types():
     assert cfg.data.path == "/data/thumos" and cfg.model.pool_kernel == 17 and cfg.seed == 7
     # the input is not modified
     assert base.loss.alpha == 0.8 and base.epochs == 100
-    back = apply_overrides(cfg, ["optim.grad_clip=null", "data.path=none"])
+    back = cfg.with_overrides(["optim.grad_clip=null", "data.path=none"])
     assert back.optim.grad_clip is None and back.data.path is None
 
 
@@ -147,7 +137,7 @@ def test_overrides_coerce_types():
         ("epochs=2.5", "whole number"),
         ("amp=maybe", "true or false"),
         ("loss.drop_mode=paper", "relative"),
-        ("loss.p=1.5", "drop blend"),
+        ("loss.p=1.5", r"loss.p=1.5: must be <= 1"),
         ("model.pool_kernel=16", "odd"),
         ("model.feature_dim=1024", "data.feature_dim"),
         ("epochs=0", "epochs"),
@@ -158,22 +148,20 @@ def test_overrides_coerce_types():
 )
 def test_bad_overrides_raise_config_error(item, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        apply_overrides(load_recipe("thumos14"), [item])
+        load_recipe("thumos14").with_overrides([item])
 
 
 def test_feature_dim_overrides_together():
-    cfg = apply_overrides(TrainConfig(), ["model.feature_dim=1024", "data.feature_dim=1024"])
+    cfg = TrainConfig().with_overrides(["model.feature_dim=1024", "data.feature_dim=1024"])
     assert cfg.model.feature_dim == cfg.data.feature_dim == 1024
 
 
 def test_round_trip_through_json():
-    cfg = apply_overrides(
-        load_recipe("activitynet12"), ["ablation=exp5", "optim.grad_clip=2.5", "data.path=x"]
-    )
-    text = json.dumps(to_dict(cfg))
-    again = from_dict(json.loads(text))
+    cfg = load_recipe("activitynet12").with_overrides(["ablation=exp5", "optim.grad_clip=2.5", "data.path=x"])
+    text = json.dumps(cfg.to_dict())
+    again = TrainConfig.from_dict(json.loads(text))
     assert again == cfg
-    assert to_dict(again) == to_dict(cfg)
+    assert again.to_dict() == cfg.to_dict()
 
 
 def test_ablations_and_effective_loss():
@@ -181,7 +169,7 @@ def test_ablations_and_effective_loss():
     for entry in ABLATIONS.values():
         assert entry["description"] and "\n" not in entry["description"]
         assert set(entry["overrides"]) <= set(LossConfig.__dataclass_fields__)
-    cfg = apply_overrides(TrainConfig(), ["ablation=exp9"])
+    cfg = TrainConfig().with_overrides(["ablation=exp9"])
     eff = cfg.effective_loss()
     assert eff.use_ssal is False and eff.use_hal is True and eff.use_guide is True
     assert cfg.loss.use_ssal is True  # the section keeps the recipe's switches
@@ -189,14 +177,12 @@ def test_ablations_and_effective_loss():
     assert apply_ablation(LossConfig(), "exp1").active_terms() == ("bcl",)
     # conflicting individual switches are refused, matching ones accepted
     with pytest.raises(ConfigError, match="ablation"):
-        apply_overrides(TrainConfig(), ["ablation=exp9", "loss.use_bcl=false"])
-    ok = apply_overrides(TrainConfig(), ["ablation=exp10", "loss.use_hal=false"])
+        TrainConfig().with_overrides(["ablation=exp9", "loss.use_bcl=false"])
+    ok = TrainConfig().with_overrides(["ablation=exp10", "loss.use_hal=false"])
     assert ok.effective_loss().use_hal is False
     with pytest.raises(ConfigError, match="switched off"):
-        apply_overrides(
-            TrainConfig(),
-            [f"loss.use_{t}=false" for t in ("bcl", "sal", "ssal", "hal", "sparsity", "guide")],
-        )
+        TrainConfig().with_overrides(
+            [f"loss.use_{t}=false" for t in ("bcl", "sal", "ssal", "hal", "sparsity", "guide")])
 
 
 def test_config_module_does_not_import_torch():

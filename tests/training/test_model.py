@@ -9,8 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hamnet_deploy.training.config import ModelConfig, load_recipe  # noqa: E402
+from hamnet_deploy.training.config import ModelConfig  # noqa: E402
 from hamnet_deploy.training.model import HamNet, lengths_to_mask  # noqa: E402
+from hamnet_deploy.training.recipes import load_recipe  # noqa: E402
 
 D, C, ATT = 16, 3, 8
 

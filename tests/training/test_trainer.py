@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from hamnet_deploy.training.checkpoint import load_checkpoint
-from hamnet_deploy.training.config import apply_overrides, load_recipe
 from hamnet_deploy.training.data import load_dataset
+from hamnet_deploy.training.recipes import load_recipe
 from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 from hamnet_deploy.training.trainer import METRICS_FILE, train
 
@@ -29,7 +29,7 @@ def small_data(tmp_path_factory):
 
 
 def _cfg(extra=()):
-    return apply_overrides(load_recipe("thumos14"), [*SMALL, *extra])
+    return load_recipe("thumos14").with_overrides([*SMALL, *extra])
 
 
 def _weights(run):
@@ -120,11 +120,11 @@ def test_untrained_attention_localizes_with_the_cas():
 
     base = load_recipe("thumos14")
     for name, trained in (("exp1", False), ("exp2", True), ("exp5", True), ("exp11", True)):
-        cfg = apply_overrides(base, [f"ablation={name}"])
+        cfg = base.with_overrides([f"ablation={name}"])
         assert attention_trained(cfg) is trained
         post = postprocess_config(cfg)
         assert post.attention_source == ("attention" if trained else "cas")
         assert post.topk_ratio == 10 and post.snippet_seconds == 0.64
-    only_hal = apply_overrides(base, ["loss.use_sal=false", "loss.use_ssal=false", "loss.use_sparsity=false",
+    only_hal = base.with_overrides(["loss.use_sal=false", "loss.use_ssal=false", "loss.use_sparsity=false",
                                       "loss.use_guide=false"])
     assert postprocess_config(only_hal).attention_source == "cas"  # HAL's hard mask passes no gradient
