@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import NoReturn
+
+
+def _exit_interrupted(note: str | None = "interrupted") -> NoReturn:
+    """Leave with exit code 130 after Ctrl-C. `os._exit`, because CPython marks a
+    KeyboardInterrupt that passed through code run by `exec(text)` (dataclasses,
+    namedtuples: common while importing) as unhandled and would end the process by
+    SIGINT even though it was handled here; everything was flushed or cleaned up by now."""
+    if note:
+        sys.stderr.write(note + "\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+
 
 try:  # Ctrl-C while the command line is still loading: exit 130 quietly, not a traceback
     import typer
@@ -10,8 +28,7 @@ try:  # Ctrl-C while the command line is still loading: exit 130 quietly, not a 
     from hamnet_deploy import __version__
     from hamnet_deploy.commands import register_all
 except KeyboardInterrupt:  # pragma: no cover - timing dependent, tested through a subprocess
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(130) from None
+    _exit_interrupted()
 
 app = typer.Typer(
     name="hamnet",
@@ -39,16 +56,18 @@ def _root(
 try:
     register_all(app)
 except KeyboardInterrupt:  # pragma: no cover - see above
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(130) from None
+    _exit_interrupted()
 
 
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - typer turns most of these into exit 130 itself
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+        _exit_interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # a command stopped by Ctrl-C (it printed its own note)
+            _exit_interrupted(None)
+        raise
 
 
 if __name__ == "__main__":
