@@ -30,10 +30,7 @@ def calibration_features(data: str | os.PathLike, videos: int = DEFAULT_CALIB_VI
 
     if videos < 1:
         raise DataError(f"calibration videos {videos}: need at least 1 (--calib-videos)")
-    ds = load_dataset(data)
-    if feature_dim is not None and ds.feature_dim != feature_dim:
-        raise DataError(f"{data}: features are {ds.feature_dim}-D but the model takes {feature_dim}-D; "
-                        "calibrate with the dataset the model was trained on")
+    ds = load_dataset(data, feature_dim=feature_dim)
     chosen = [i for i, s in enumerate(ds.subsets) if s == subset] if subset is not None else []
     for name in TRAIN_SUBSETS:
         if not chosen:

@@ -316,10 +316,9 @@ def _documented(fn: Callable[[], Any]) -> Any:
 
 
 def target_npy(data: bytes) -> None:
-    """`.npy` feature files: `runtime.feature_files.load_features` (what `hamnet detect`
-    reads) and `training.data.read_npy_features` (the per-video training layout)."""
+    """`.npy` feature files: `runtime.feature_files.load_features`, the one reader of
+    `hamnet detect` and of the per-video training layout."""
     from hamnet_deploy.runtime.feature_files import load_features
-    from hamnet_deploy.training.data import read_npy_features
 
     path = _file("video.npy", _content(data, npy_seeds()))
     for dim in (None, FEATURE_DIM):
@@ -327,7 +326,6 @@ def target_npy(data: bytes) -> None:
         if out is not None:
             assert out.dtype == np.float32 and out.ndim == 2 and out.shape[0] >= 1
             assert np.isfinite(out).all()
-        _documented(lambda dim=dim: read_npy_features(path, "video", dim))
 
 
 def target_npz(data: bytes) -> None:

@@ -209,8 +209,8 @@ def check_features(arr: np.ndarray, where: str, feature_dim: int | None = None) 
     if arr.shape[0] == 0:
         raise DataError(f"{where}: no snippets (T = 0); the video needs at least one feature row")
     if feature_dim is not None and arr.shape[1] != feature_dim:
-        raise DataError(f"{where}: features are {arr.shape[1]}-D but the model takes {feature_dim}-D; use the "
-                        "feature extractor the model was trained with")
+        raise DataError(f"{where}: features are {arr.shape[1]}-D but {feature_dim}-D are expected; use the "
+                        "feature extractor the model was trained with (one extractor for every video)")
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, caught below
         out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(out).all(axis=1)

@@ -18,7 +18,8 @@ import numpy as np
 
 from hamnet_deploy.runtime.annotations import Annotations, VideoAnnotation, build_video
 from hamnet_deploy.runtime.errors import DataError
-from hamnet_deploy.training.data import WtalDataset, check_features
+from hamnet_deploy.runtime.feature_files import check_features
+from hamnet_deploy.training.dataset import WtalDataset
 
 FEATURES_SUFFIX = "-JOINTFeatures.npy"  # <Name>-<feature type, e.g. I3D>-JOINTFeatures.npy
 ANNOTATIONS_SUFFIX = "-Annotations"

@@ -111,7 +111,7 @@ def _ground_truth(annotations: Path | None) -> Any:
         return None
     if not annotations.exists():
         raise DataError(f"--annotations {annotations}: not found; give the annotation JSON or W-TALC folder")
-    from hamnet_deploy.commands.eval import load_ground_truth
+    from hamnet_deploy.training.data import load_ground_truth
 
     return load_ground_truth(annotations)
 

@@ -17,18 +17,7 @@ from hamnet_deploy.console import console, err_console, handle_errors
 from hamnet_deploy.runtime.annotations import Annotations
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 from hamnet_deploy.runtime.report import map_table
-
-
-def load_ground_truth(path: Path) -> Annotations:
-    """A per-video annotation JSON, or a W-TALC annotation folder (pickled arrays: only
-    for trusted datasets the user names)."""
-    if path.is_dir():
-        from hamnet_deploy.training.wtalc import load_wtalc_annotations
-
-        return load_wtalc_annotations(path)
-    from hamnet_deploy.runtime.annotations import load_annotation_json
-
-    return load_annotation_json(path)
+from hamnet_deploy.training.data import load_ground_truth
 
 
 def read_video_list(path: Path) -> list[str]:

@@ -107,7 +107,7 @@ def test_bad_files_are_reported_and_the_rest_run(trained, tmp_path):
     result = detect(trained, folder, "--out", out)
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
-    for name, reason in [("truncated.npy", "truncated or corrupt"), ("wrong_dim.npy", "20-D but the model takes 16-D"),
+    for name, reason in [("truncated.npy", "truncated or corrupt"), ("wrong_dim.npy", "20-D but 16-D are expected"),
                          ("has_nan.npy", "NaN or infinity"), ("pickled.npy", "object array, refused")]:
         assert f"failed: {folder / name}" in text and reason in text, name
     assert "4 of 7 inputs failed" in text

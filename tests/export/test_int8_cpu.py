@@ -64,7 +64,7 @@ def test_calibration_features_come_from_the_train_split(synth):
 
 
 def test_calibration_errors(synth, tmp_path):
-    with pytest.raises(DataError, match="16-D but the model takes 64-D"):
+    with pytest.raises(DataError, match="16-D but 64-D are expected"):
         calibration_features(synth, feature_dim=64)
     with pytest.raises(DataError, match="at least 1"):
         calibration_features(synth, videos=0)

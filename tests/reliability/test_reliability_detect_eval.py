@@ -154,7 +154,7 @@ FEATURE_CASES = {
     "rank-1": ("v.npy", npy_bytes(good_features()[:, 0].copy()), "2-D floating array"),
     "rank-3": ("v.npy", npy_bytes(good_features()[None]), "2-D floating array"),
     "T=0": ("v.npy", npy_bytes(good_features()[:0]), "T = 0"),
-    "D-mismatch": ("v.npy", npy_bytes(np.zeros((20, D + 3), np.float32)), f"the model takes {D}-D"),
+    "D-mismatch": ("v.npy", npy_bytes(np.zeros((20, D + 3), np.float32)), f"{D + 3}-D but {D}-D are expected"),
     "NaN": ("v.npy", npy_bytes(np.where(np.eye(20, D, dtype=bool), np.nan, good_features()).astype(np.float32)),
             "NaN or infinity"),
     "Inf": ("v.npy", npy_bytes(np.full((20, D), np.inf, np.float32)), "NaN or infinity"),

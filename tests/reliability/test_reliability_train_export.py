@@ -104,11 +104,11 @@ def _npy_header_claiming(shape) -> bytes:
 #                               train: bad data                               #
 # --------------------------------------------------------------------------- #
 DATA_CASES = {
-    "D-mismatch": (lambda d, v: np.save(v, np.zeros((20, D + 2), np.float32)), "expects D = 8"),
-    "NaN": (lambda d, v: np.save(v, np.full((20, D), np.nan, np.float32)), "NaN or Inf"),
-    "T=0": (lambda d, v: np.save(v, np.zeros((0, D), np.float32)), "zero snippets"),
-    "int64": (lambda d, v: np.save(v, np.zeros((20, D), np.int64)), "2-D float array"),
-    "rank-3": (lambda d, v: np.save(v, np.zeros((1, 20, D), np.float32)), "2-D float array"),
+    "D-mismatch": (lambda d, v: np.save(v, np.zeros((20, D + 2), np.float32)), "10-D but 8-D are expected"),
+    "NaN": (lambda d, v: np.save(v, np.full((20, D), np.nan, np.float32)), "NaN or infinity"),
+    "T=0": (lambda d, v: np.save(v, np.zeros((0, D), np.float32)), "no snippets (T = 0)"),
+    "int64": (lambda d, v: np.save(v, np.zeros((20, D), np.int64)), "2-D floating array"),
+    "rank-3": (lambda d, v: np.save(v, np.zeros((1, 20, D), np.float32)), "2-D floating array"),
     "object-array": (lambda d, v: np.save(v, np.array([np.zeros((2, D))], dtype=object), allow_pickle=True),
                      "object array"),
     "truncated": (lambda d, v: v.write_bytes(v.read_bytes()[:150]), "truncated or corrupt"),

@@ -60,7 +60,7 @@ class Marker:
 
 @pytest.mark.parametrize("name, needle", [
     ("truncated.npy", "truncated or corrupt"),
-    ("wrong_dim.npy", "9-D but the model takes 8-D"),
+    ("wrong_dim.npy", "9-D but 8-D are expected"),
     ("has_nan.npy", "NaN or infinity"),
     ("pickled.npy", "object array, refused"),
 ])
