@@ -12,7 +12,7 @@ the recipe" (a reduced feature dimension and attention width, a learning rate ra
 accordingly, CPU, evaluation only after the last epoch), so three runs fit in well under
 45 minutes on 2 CPU cores. exp1 trains no attention (no loss term reaches the attention
 branch), so its detections use the CAS foreground probability as the attention
-(`PostprocessConfig.attention_source="cas"`, chosen by `training.inference.postprocess_config`);
+(`PostprocessConfig.attention_source="cas"`, chosen by `training.evaluate.postprocess_config`);
 the other runs use their attention branch as in SPEC §4.
 
 Finished runs in --out are reused (only re-evaluated) when they were trained with the
@@ -37,10 +37,8 @@ from rich.table import Table  # noqa: E402
 from hamnet_deploy.training.checkpoint import load_model  # noqa: E402
 from hamnet_deploy.training.config import ABLATIONS  # noqa: E402
 from hamnet_deploy.training.data import load_dataset  # noqa: E402
-from hamnet_deploy.training.device import select_device  # noqa: E402
 from hamnet_deploy.training.embedded import embedded_dataset  # noqa: E402
-from hamnet_deploy.training.evaluate import evaluate_model  # noqa: E402
-from hamnet_deploy.training.inference import postprocess_config  # noqa: E402
+from hamnet_deploy.training.evaluate import evaluate_model, postprocess_config  # noqa: E402
 from hamnet_deploy.training.recipes import load_recipe  # noqa: E402
 from hamnet_deploy.training.trainer import train  # noqa: E402
 
@@ -120,14 +118,14 @@ def main() -> None:
             console.print(f"[bold]{name}[/]: reusing the finished run in {run} (pass --fresh to retrain)")
             loaded = load_model(run)
             post = postprocess_config(loaded.config)
-            summary = evaluate_model(loaded.model, data.select(cfg.data.test_subset), post, select_device("cpu"))
+            summary = evaluate_model(loaded.model, data.select(cfg.data.test_subset), post)
             seconds = float(old["seconds"])
         else:
             console.print(f"[bold]{name}[/]: {ABLATIONS[name]['description']}; training in {run}")
             run.mkdir(parents=True, exist_ok=True)
             (run / RUN_RECORD).write_text(json.dumps({"key": key, "done": False}))
             t0 = time.perf_counter()
-            outcome = train(cfg, data, run, resume=(run / "latest.json").exists(), console=console, progress=False)
+            outcome = train(cfg, data, run, resume=(run / "latest.json").exists())
             seconds = time.perf_counter() - t0 + float((old or {}).get("seconds", 0.0))
             summary = outcome.last_eval
             (run / RUN_RECORD).write_text(json.dumps({"key": key, "done": True, "seconds": seconds}))

@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     from hamnet_deploy.export.formats import benchmark_formats
     from hamnet_deploy.export.int8_cpu import calibration_features, quantize_int8_cpu
     from hamnet_deploy.export.onnx_export import export_onnx
-    from hamnet_deploy.export.parity import compare, ort_runner, random_features, torch_runner
+    from hamnet_deploy.export.parity import compare, random_features
+    from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
     from hamnet_deploy.training.model import HamNet
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+    from hamnet_deploy.training.torch_runner import TorchRunner
 
     console = Console(width=max(110, Console().width))
     torch.set_num_threads(args.threads)
@@ -143,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"sgemm (2048^3 float32, best of 7): NumPy {rates['numpy']:.1f} GFLOP/s, "
                       f"torch.mm {rates['torch']:.1f} GFLOP/s; '% sgemm' below is against NumPy's")
 
-        runners: dict[str, Callable] = {}
+        runners: dict[str, Any] = {}
         for fmt in benchmark_formats("cpu"):
             if fmt.key == "pytorch":
-                runners["torch eager fp32"] = torch_runner(model)
+                runners["torch eager fp32"] = TorchRunner.from_model(model).activate()
             elif fmt.key == "onnx":
-                runners["ORT fp32"] = ort_runner(fp32, threads=args.threads)
+                runners["ORT fp32"] = OnnxRuntimeRunner(fp32, threads=args.threads).activate()
             elif fmt.key == "onnx_int8":
-                runners["ORT int8"] = ort_runner(int8, threads=args.threads)
+                runners["ORT int8"] = OnnxRuntimeRunner(int8, threads=args.threads).activate()
 
         table = Table(title="HAM-Net inference on CPU, batch 1 (median)", title_justify="left")
         for col in ("T", "backend", "ms", "snippets/s", "GFLOP/s", "% sgemm", "vs torch", "vs ORT fp32", "runs"):
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in args.lengths:
             x = random_features(1, t, args.dim)
             with console.status(f"T = {t}: timing {', '.join(runners)} round-robin"):
-                times = interleaved_medians({n: (lambda run=run, x=x: run(x)) for n, run in runners.items()},
+                times = interleaved_medians({n: (lambda run=run, x=x: run.infer(x)) for n, run in runners.items()},
                                             args.min_repeat, args.budget)
             base = times["torch eager fp32"][0]
             fp = times["ORT fp32"][0]

@@ -24,6 +24,7 @@ from hamnet_deploy.runtime.errors import BundleError
 from hamnet_deploy.runtime.fileio import (
     publish_folder,
     sha256_file,
+    signals_deferred,
     stage_folder,
     write_json_atomic,
 )
@@ -64,10 +65,24 @@ class BundleStage:
     def __init__(self, target: str | os.PathLike, force: bool = False) -> None:
         self.target = check_target(target, force)
         self.force = force
-        self.path = stage_folder(self.target)
+        self._path: Path | None = None
         self.committed = False
 
+    @property
+    def path(self) -> Path:
+        """The staging folder (exists inside the `with` block)."""
+        if self._path is None:
+            raise BundleError("BundleStage is used as a context manager: `with BundleStage(out) as stage:`")
+        return self._path
+
     def __enter__(self) -> BundleStage:
+        """Create the staging folder; a Ctrl-C at any moment leaves none behind."""
+        try:
+            with signals_deferred():
+                self._path = stage_folder(self.target)
+        except BaseException:
+            self.abort()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -76,7 +91,8 @@ class BundleStage:
             self.abort()
 
     def abort(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
 
     def file(self, name: str) -> Path:
         """Path of `name` inside the staging folder (name checked like the reader does)."""

@@ -1,6 +1,7 @@
 """The export formats in one table (Ultralytics-style). The table drives the argument
-checks of `hamnet export`, what the export writes and what `bench/infer_speed.py`
-times.
+checks of `hamnet export`, each export step (its `step` in `export.steps`, run by
+`export.pipeline.run_step`) and what `bench/infer_speed.py` times. A new format is one
+row and one step function.
 
 | key | flag | file | CPU | GPU |
 | --- | --- | --- | --- | --- |
@@ -14,10 +15,11 @@ times.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hamnet_deploy.export import steps
 from hamnet_deploy.runtime.errors import ConfigError
 
 
@@ -36,6 +38,9 @@ class ExportFormat:
             with this format; giving one without selecting the format is an error.
         requires: Python modules the export needs.
         runner: inference backend for benchmarks (`torch`, `onnxruntime`, None).
+        step: the function that writes it (`export.steps`); None for the source.
+        optional: a failure is reported and the export goes on (TensorRT needs a GPU).
+        after_bundle: runs on the committed bundle (not inside it).
     """
 
     key: str
@@ -48,6 +53,9 @@ class ExportFormat:
     options: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     runner: str | None = None
+    step: Callable[[Any], Any] | None = None
+    optional: bool = False
+    after_bundle: bool = False
 
     def missing_requirements(self) -> list[str]:
         """Modules of `requires` that are not importable here."""
@@ -57,14 +65,16 @@ class ExportFormat:
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("pytorch", "PyTorch", None, None, None, True, True, (), ("torch",), "torch"),
     ExportFormat("onnx", "ONNX (FP32)", None, "model.onnx", "models.onnx", True, True,
-                 ("opset", "skip_parity_long"), ("torch", "onnx", "onnxslim", "onnxruntime"), "onnxruntime"),
+                 ("opset", "skip_parity_long"), ("torch", "onnx", "onnxslim", "onnxruntime"), "onnxruntime",
+                 steps.onnx_step),
     ExportFormat("onnx_int8", "ONNX INT8 (CPU)", "int8_cpu", "model.int8.onnx", "models.onnx_int8", True, False,
-                 ("calib", "calib_videos"), ("onnxruntime",), "onnxruntime"),
+                 ("calib", "calib_videos"), ("onnxruntime",), "onnxruntime", steps.int8_cpu_step),
     ExportFormat("tensorrt", "TensorRT engine", "trt", "*.engine", "engines", False, True,
                  ("fp16", "int8", "calib", "calib_videos", "min_t", "opt_t", "max_t", "max_batch",
-                  "workspace_mb", "dla", "timing_cache"), ("tensorrt",), "tensorrt"),
+                  "workspace_mb", "dla", "timing_cache"), ("tensorrt",), "tensorrt", steps.tensorrt_step,
+                 optional=True),
     ExportFormat("triton", "Triton model repository", "triton", None, None, True, True,
-                 ("max_batch",), (), None),
+                 ("max_batch",), (), None, steps.triton_step, after_bundle=True),
 )
 FORMAT_KEYS = tuple(f.key for f in FORMATS)
 

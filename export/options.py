@@ -116,3 +116,61 @@ class TrtOptions(Settings):
             check_opset(self.opset)
         except ConfigError as exc:
             raise Invalid("opset", self.opset, str(exc).split(": ", 1)[-1]) from None
+
+
+@dataclass
+class ExportOptions(Settings):
+    """Everything `hamnet export` (and `export.pipeline.run_export`) takes besides the
+    checkpoint and the bundle folder; which formats are written follows from it
+    (`export.formats.selected_formats`).
+
+    Attributes:
+        opset: ONNX opset of the exported graph.
+        force: replace an existing bundle (atomically).
+        skip_parity_long: skip the T = 2615 parity cases (small machines).
+        int8_cpu: also write the static INT8 model for CPUs; needs `calib`.
+        calib: dataset folder whose train split calibrates INT8 (CPU and TensorRT).
+        calib_videos: at most this many calibration videos.
+        trt: TensorRT engines to build (None: none).
+        triton: also write a Triton model repository into this folder.
+        triton_max_batch: Triton's max_batch_size.
+        verify: accuracy guard: evaluate PyTorch and every exported model on this
+            dataset's test split.
+        allow_drop: with verify, report an mAP drop instead of failing.
+        max_drop: with verify, the largest allowed drop of average mAP (points).
+    """
+
+    where = "export option"
+    options = True
+
+    opset: int = DEFAULT_OPSET
+    force: bool = False
+    skip_parity_long: bool = False
+    int8_cpu: bool = False
+    calib: str | None = None
+    calib_videos: int = option(32, ge=1)
+    trt: TrtOptions | None = None
+    triton: str | None = None
+    triton_max_batch: int = option(4, ge=1)
+    verify: str | None = None
+    allow_drop: bool = False
+    max_drop: float = option(1.0, ge=0.0)
+
+    def check(self) -> None:
+        try:
+            check_opset(self.opset)
+        except ConfigError as exc:
+            raise Invalid("opset", self.opset, str(exc).split(": ", 1)[-1]) from None
+        if self.int8_cpu and self.calib is None:
+            raise Invalid("int8_cpu", problem="needs calibration data: add --calib DATA (a dataset folder; its "
+                                              "train split's features calibrate the INT8 model)")
+        if self.calib is not None and not (self.int8_cpu or (self.trt is not None and self.trt.int8)):
+            raise Invalid("calib", self.calib, "is for INT8 calibration: add --int8-cpu (or --trt --int8), or "
+                                               "drop --calib")
+        if self.calib is not None and not Path(self.calib).exists():
+            raise Invalid("calib", self.calib, "not found; pass a dataset folder (per-video or W-TALC layout)")
+        if self.verify is not None and not Path(self.verify).exists():
+            raise Invalid("verify", self.verify, "not found; pass a dataset folder with a test split")
+        if (self.allow_drop or self.max_drop != 1.0) and self.verify is None:
+            raise Invalid("max_drop" if self.max_drop != 1.0 else "allow_drop",
+                          problem="applies to --verify DATA only: add --verify DATA")

@@ -1,10 +1,8 @@
-"""Parity of an exported model against a reference (SPEC §6; Polygraphy-style: one
-runner interface for every backend, a comparator with per-output tolerances).
-
-A runner is a callable `features [B, T, D] float32 -> {"cas": ..., "attention": ...}`.
-`compare` runs two runners on the same inputs over a grid of (batch, T) and records,
-per output, the max absolute error and the max error relative to the reference's
-largest magnitude. An output passes when `max_abs <= atol + rtol * max|ref|`.
+"""Parity of an exported model against a reference (SPEC §6; Polygraphy-style): two
+runners of the one runner contract (`runtime.backends.base.BaseRunner`) run the same
+inputs, a comparator with per-output tolerances records, per output, the max absolute
+error and the max error relative to the reference's largest magnitude. An output passes
+when `max_abs <= atol + rtol * max|ref|`.
 
 After every ONNX export `check_onnx_parity` runs ONNX Runtime against PyTorch at
 T = 1, 2, 37 (odd), 339 and 2,615 and batch 1 and 4: a "dynamic" axis that was
@@ -13,6 +11,7 @@ silently traced to a constant fails there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError
+from hamnet_deploy.runtime.backends.base import BaseRunner
+from hamnet_deploy.runtime.errors import BundleError
 
 OUTPUTS = ("cas", "attention")
 PARITY_LENGTHS = (1, 2, 37, 339, 2615)
@@ -31,9 +31,6 @@ LONG_LENGTHS = (2615,)
 PARITY_BATCHES = (1, 4)
 FP32_ATOL = 1e-4
 FP32_RTOL = 1e-4
-
-Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
-
 
 @dataclass
 class ParityRow:
@@ -89,26 +86,15 @@ class ParityReport:
                 f"{self.rtol:g} x {worst.ref_scale:.3g}) in {len(bad)} of {len(self.rows)} checks; "
                 "the export is wrong: try another --opset and report the problem")
 
-    def to_table(self) -> Any:
-        """A rich Table of the rows."""
-        from rich.table import Table
 
-        table = Table(title=self.name, title_justify="left")
-        for col in ("case", "output", "max abs err", "max rel err", "|ref| max", ""):
-            table.add_column(col, justify="left" if col in ("case", "output") else "right")
-        for r in self.rows:
-            mark = "[green]ok[/]" if r.ok else ("[red]FAIL[/]" if self.enforced else "[yellow]high[/]")
-            table.add_row(r.case, r.output, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.ref_scale:.3g}", mark)
-        return table
-
-
-def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], case: str,
+def compare_outputs(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], case: str,
                     atol: float, rtol: float) -> list[ParityRow]:
-    """Rows comparing `got` with `ref`, one per output; a shape mismatch fails the row."""
+    """Rows comparing `got` (cas, attention) with `ref`, one per output; a shape mismatch
+    fails the row."""
     rows = []
-    for name in OUTPUTS:
-        a = np.asarray(ref[name], dtype=np.float64)
-        b = np.asarray(got[name], dtype=np.float64)
+    for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
         if a.shape != b.shape:
             rows.append(ParityRow(f"{case} (shape {b.shape} != {a.shape})", name, float("inf"),
                                   float("inf"), 0.0, False))
@@ -136,138 +122,37 @@ def parity_cases(skip_long: bool = False, lengths: Sequence[int] = PARITY_LENGTH
     return [(b, t) for t in ts for b in batches]
 
 
-def compare(reference: Runner, candidate: Runner, cases: Iterable[tuple[int, int]] | None = None, *,
+def compare(reference: BaseRunner, candidate: BaseRunner, cases: Iterable[tuple[int, int]] | None = None, *,
             feature_dim: int, name: str, atol: float = FP32_ATOL, rtol: float = FP32_RTOL,
             inputs: Sequence[tuple[str, np.ndarray]] | None = None, enforced: bool = True,
             seed: int = 0, on_case: Callable[[str], None] | None = None) -> ParityReport:
-    """Run both runners over `cases` (random features) and/or named `inputs`."""
+    """Run both runners over `cases` (random features) and/or named `inputs`. Runners not
+    yet active are activated for the comparison and deactivated after it."""
     report = ParityReport(name, atol, rtol, enforced=enforced)
     work: list[tuple[str, Callable[[], np.ndarray]]] = []
     for b, t in cases or ():
         work.append((f"batch {b}, T {t}", lambda b=b, t=t: random_features(b, t, feature_dim, seed)))
     for label, x in inputs or ():
         work.append((label, lambda x=x: np.ascontiguousarray(x, dtype=np.float32)))
-    for label, make in work:
-        x = make()
-        report.rows += compare_outputs(reference(x), candidate(x), label, atol, rtol)
-        if on_case is not None:
-            on_case(label)
+    with contextlib.ExitStack() as stack:
+        for runner in (reference, candidate):
+            if not runner.is_active:
+                stack.enter_context(runner)
+        for label, make in work:
+            x = make()
+            report.rows += compare_outputs(reference.infer(x), candidate.infer(x), label, atol, rtol)
+            if on_case is not None:
+                on_case(label)
     return report
-
-
-# --------------------------------------------------------------------------- #
-#                                   runners                                   #
-# --------------------------------------------------------------------------- #
-def torch_runner(model: Any, threads: int | None = None) -> Runner:
-    """PyTorch eval-mode forward without a mask."""
-    import torch
-
-    model = model.eval()
-    if threads:
-        torch.set_num_threads(threads)
-
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            cas, att = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return {"cas": cas.float().cpu().numpy(), "attention": att.float().cpu().numpy()}
-
-    return run
-
-
-def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None,
-                threads: int | None = None) -> Any:
-    """An ONNX Runtime session on CPU (or the given providers), all graph optimisations on."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    try:
-        return ort.InferenceSession(str(path), opts, providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{path}: ONNX Runtime cannot load the model ({first}); re-export it") from None
-
-
-def ort_runner(path: str | os.PathLike, providers: Sequence[str] | None = None,
-               threads: int | None = None) -> Runner:
-    """ONNX Runtime runner of a `features -> cas, attention` model."""
-    session = ort_session(path, providers, threads)
-    names = [o.name for o in session.get_outputs()]
-
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = session.run(None, {"features": np.ascontiguousarray(x, dtype=np.float32)})
-        return dict(zip(names, outs, strict=True))
-
-    return run
 
 
 def check_onnx_parity(model: Any, onnx_path: str | os.PathLike, *, skip_long: bool = False,
                       atol: float = FP32_ATOL, rtol: float = FP32_RTOL,
                       on_case: Callable[[str], None] | None = None) -> ParityReport:
-    """ONNX Runtime (FP32) against PyTorch over the parity grid; does not raise."""
-    return compare(torch_runner(model), ort_runner(onnx_path), parity_cases(skip_long),
-                   feature_dim=int(model.feature_dim), name="ONNX Runtime vs PyTorch (FP32)",
-                   atol=atol, rtol=rtol, on_case=on_case)
+    """ONNX Runtime (FP32, CPU) against PyTorch over the parity grid; does not raise."""
+    from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from hamnet_deploy.training.torch_runner import TorchRunner
 
-
-# --------------------------------------------------------------------------- #
-#                       task metric (the accuracy guard)                      #
-# --------------------------------------------------------------------------- #
-@dataclass
-class TaskScore:
-    """Detection and classification mAP of one model on a dataset split."""
-
-    name: str
-    thresholds: tuple[float, ...]
-    map_per_threshold: list[float]
-    average_map: float
-    classification_map: float
-    reference: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"thresholds": list(self.thresholds), "mAP": self.map_per_threshold,
-                "average_mAP": self.average_map, "classification_mAP": self.classification_map}
-
-
-def run_videos(runner: Runner, features: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(cas (T, C+1), attention (T,)) of each video, one video per call (batch 1, whole T)."""
-    out = []
-    for x in features:
-        res = runner(np.ascontiguousarray(x, dtype=np.float32)[None])
-        out.append((res["cas"][0], res["attention"][0, :, 0]))
-    return out
-
-
-def score_outputs(name: str, outputs: Sequence[tuple[np.ndarray, np.ndarray]], data: Any, post: Any,
-                  thresholds: Sequence[float], reference: bool = False) -> TaskScore:
-    """Localize every video of `data` (a training.data.WtalDataset) from its outputs with
-    the runtime's post-processing and evaluate against its ground truth (SPEC §4-5)."""
-    from hamnet_deploy.runtime.evaluation import evaluate_classification, evaluate_detection
-    from hamnet_deploy.runtime.postprocess import localize_many, video_scores
-
-    items = [(v, cas, att, data.annotations.videos[v].duration)
-             for v, (cas, att) in zip(data.names, outputs, strict=True)]
-    dets = localize_many(items, post, data.classes)
-    scores = {v: video_scores(cas, att, post) for v, (cas, att) in zip(data.names, outputs, strict=True)}
-    sub = data.annotations.select(None, [v for v in data.annotations.videos if v not in set(data.names)])
-    result = evaluate_detection(sub, dets, thresholds)
-    per = [float(x) for x in result.map]
-    return TaskScore(name, tuple(float(t) for t in thresholds), per, float(result.average_map),
-                     float(evaluate_classification(sub, scores)), reference)
-
-
-def accuracy_guard(reference: TaskScore, candidates: Sequence[TaskScore], max_drop: float) -> list[str]:
-    """Messages for each candidate whose average mAP is more than `max_drop` points
-    (percentage points, mAP x 100) below the reference's."""
-    bad = []
-    for c in candidates:
-        drop = 100.0 * (reference.average_map - c.average_map)
-        if not np.isfinite(drop) or drop > max_drop:
-            bad.append(f"{c.name}: average mAP {100 * c.average_map:.2f} vs {100 * reference.average_map:.2f} "
-                       f"({reference.name}), a drop of {drop:.2f} points > --max-drop {max_drop:g}")
-    return bad
+    return compare(TorchRunner.from_model(model), OnnxRuntimeRunner(onnx_path, feature_dim=int(model.feature_dim)),
+                   parity_cases(skip_long), feature_dim=int(model.feature_dim),
+                   name="ONNX Runtime vs PyTorch (FP32)", atol=atol, rtol=rtol, on_case=on_case)

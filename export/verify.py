@@ -1,41 +1,54 @@
-"""Accuracy guard of `hamnet export --verify`: PyTorch against every exported model on
-a dataset's test split, through the runtime's post-processing and evaluation."""
+"""Accuracy guard of `hamnet export --verify`: PyTorch against every exported model on a
+dataset's test split, each through the one inference path (`runtime.inference`) and the
+one scoring (`runtime.scoring`)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
+import numpy as np
 
-from hamnet_deploy.runtime.errors import BundleError
+from hamnet_deploy.runtime.errors import BundleError, DataError
+from hamnet_deploy.runtime.events import Reporter, emitter
+from hamnet_deploy.runtime.inference import Inference
+from hamnet_deploy.runtime.scoring import EvalSummary, evaluate_outputs, thresholds_for
 
 
-def verify_available() -> bool:
-    """True when the evaluation code the accuracy guard needs is installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("hamnet_deploy.runtime.evaluation", "hamnet_deploy.training.inference"))
+def accuracy_guard(reference: EvalSummary, candidates: list[EvalSummary], max_drop: float) -> list[str]:
+    """Messages for each candidate whose average mAP is more than `max_drop` points
+    (percentage points, mAP x 100) below the reference's."""
+    bad = []
+    for c in candidates:
+        drop = 100.0 * (reference.average - c.average)
+        if not np.isfinite(drop) or drop > max_drop:
+            bad.append(f"{c.name}: average mAP {100 * c.average:.2f} vs {100 * reference.average:.2f} "
+                       f"({reference.name}), a drop of {drop:.2f} points > --max-drop {max_drop:g}")
+    return bad
+
+
+def _record(summary: EvalSummary) -> dict[str, Any]:
+    r = summary.detection
+    return {"thresholds": list(r.thresholds), "mAP": [float(x) for x in r.map],
+            "average_mAP": summary.average, "classification_mAP": float(summary.classification_map)}
 
 
 def verify_models(loaded: Any, models: dict[str, Path], data: Path, max_drop: float, allow_drop: bool,
-                  console: Console) -> dict:
-    """Accuracy guard: PyTorch vs each exported ONNX model (ONNX Runtime, CPU) on the test
-    split of `data`. Prints mAP side by side; raises BundleError when a model drops more
-    than `max_drop` points of average mAP (unless `allow_drop`). Returns what the
-    manifest records."""
-    import torch
-    from rich.table import Table
+                  report: Reporter | None = None) -> dict[str, Any]:
+    """PyTorch vs each exported ONNX model (ONNX Runtime, CPU) on the test split of `data`.
 
-    from hamnet_deploy.export.parity import accuracy_guard, ort_runner, run_videos, score_outputs
-    from hamnet_deploy.runtime.errors import DataError
-    from hamnet_deploy.runtime.evaluation import ACTIVITYNET_TIOU, THUMOS14_TIOU
+    Emits `export.verify` (the scores, the first the reference); raises BundleError when
+    a model drops more than `max_drop` points of average mAP (unless `allow_drop`).
+    Returns what the manifest records."""
+    from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
     from hamnet_deploy.training.data import load_dataset
-    from hamnet_deploy.training.inference import run_model
+    from hamnet_deploy.training.evaluate import model_outputs
 
+    emit = emitter(report)
     cfg, model, post = loaded.config, loaded.model, loaded.postprocess
-    with console.status(f"loading {escape(str(data))}"):
-        ds = load_dataset(data)
+    emit("export.verify.load", "stage", f"loading {data}", state="start")
+    ds = load_dataset(data)
+    emit("export.verify.load", "stage", state="done")
     subset = cfg.data.test_subset
     try:
         ds = ds.select(subset)
@@ -46,32 +59,25 @@ def verify_models(loaded: Any, models: dict[str, Path], data: Path, max_drop: fl
         raise DataError(f"--verify {data}: its features ({ds.feature_dim}-D, {ds.num_classes} classes) do not "
                         f"match the model ({model.feature_dim}-D, {model.num_classes} classes); pass the dataset "
                         "the model was trained on")
-    thresholds = ACTIVITYNET_TIOU if cfg.recipe.startswith("activitynet") else THUMOS14_TIOU
-    with console.status(f"evaluating PyTorch on {len(ds)} {subset} videos"):
-        ref_out = run_model(model, ds.features, torch.device("cpu"))
-        scores = [score_outputs("pytorch", ref_out, ds, post, thresholds, reference=True)]
+    thresholds = thresholds_for(cfg.recipe)
+    emit("export.verify.run", "stage", f"evaluating PyTorch on {len(ds)} {subset} videos", state="start")
+    scores = [evaluate_outputs(ds.annotations, model_outputs(model, ds), post, thresholds, ds.classes, "pytorch")]
     for kind, path in models.items():
-        with console.status(f"evaluating {kind} with ONNX Runtime"):
-            scores.append(score_outputs(kind, run_videos(ort_runner(path), ds.features),
-                                        ds, post, thresholds))
-    table = Table(title=f"accuracy on {len(ds)} {subset} videos", title_justify="left")
-    mid = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - 0.5))
-    for col in ("model", "avg mAP", f"mAP@{thresholds[mid]:g}", "cls mAP", "drop"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    ref = scores[0]
-    for sc in scores:
-        drop = "-" if sc.reference else f"{100 * (ref.average_map - sc.average_map):+.2f}"
-        table.add_row(sc.name, f"{100 * sc.average_map:.2f}", f"{100 * sc.map_per_threshold[mid]:.2f}",
-                      f"{100 * sc.classification_map:.2f}", drop)
-    console.print(table)
-    problems = accuracy_guard(ref, scores[1:], max_drop)
+        emit("export.verify.run", "stage", f"evaluating {kind} with ONNX Runtime", state="start")
+        with OnnxRuntimeRunner(path, feature_dim=model.feature_dim) as runner:
+            outputs = Inference(runner, model.receptive_radius, batch_size=8).run(ds.features)
+        scores.append(evaluate_outputs(ds.annotations, dict(zip(ds.names, outputs, strict=True)), post,
+                                       thresholds, ds.classes, kind))
+    emit("export.verify.run", "stage", state="done")
+    emit("export.verify", "result", f"accuracy on {len(ds)} {subset} videos", scores=scores)
+    problems = accuracy_guard(scores[0], scores[1:], max_drop)
     if problems and not allow_drop:
         raise BundleError("accuracy guard: " + "; ".join(problems) + "; nothing was written: recalibrate "
                           "(more --calib-videos), drop the reduced-precision option, or pass --allow-drop")
     for line in problems:
-        console.print(f"[yellow]accuracy drop allowed:[/] {escape(str(line))}")
+        emit("export.verify.drop", "warning", f"accuracy drop allowed: {line}")
     if not problems:
-        console.print(f"[green]accuracy guard ok[/] (max drop {max_drop:g} points of average mAP)")
+        emit("export.verify.ok", "note", f"accuracy guard ok (max drop {max_drop:g} points of average mAP)")
     return {"data": str(data), "subset": subset, "videos": len(ds), "max_drop": max_drop,
-            "passed": not problems, "pytorch": ref.to_dict(),
-            **{kind: sc.to_dict() for kind, sc in zip(models, scores[1:], strict=True)}}
+            "passed": not problems, "pytorch": _record(scores[0]),
+            **{kind: _record(sc) for kind, sc in zip(models, scores[1:], strict=True)}}

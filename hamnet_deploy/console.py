@@ -63,3 +63,10 @@ def import_torch() -> None:
         import torch  # noqa: F401
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def backend_names() -> list[str]:
+    """The `--backend` values of the backend table, for option help and checks."""
+    from hamnet_deploy.runtime.backends import registry
+
+    return registry.names()

@@ -157,11 +157,14 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, repl
 def staging(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """`with staging(target) as tmp:` build the folder in `tmp`; it is published onto
     `target` when the block ends normally (`publish_folder`) and removed otherwise."""
-    staged = stage_folder(target)
+    staged = None
     try:
+        with signals_deferred():  # a Ctrl-C lands once `staged` is known, so it is cleaned up
+            staged = stage_folder(target)
         yield staged
     except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
         raise
     try:
         publish_folder(staged, target, replace=replace)

@@ -72,8 +72,9 @@ class Invalid(Exception):
         key = "--" + self.key.replace("_", "-") if options and self.key else self.key
         if self.value is _NO_VALUE:
             text = f"{head}{key}: {self.problem}" if key else f"{where}: {self.problem}"
-        elif options:
-            text = f"{head}{key} {show(self.value)}: {self.problem}"
+        elif options:  # as typed on the command line: --calib data/x, --min-t 0
+            shown = self.value if isinstance(self.value, str) and len(self.value) <= _SHOWN else show(self.value)
+            text = f"{head}{key} {shown}: {self.problem}"
         else:
             text = f"{head}{key}={show(self.value)}: {self.problem}"
         fix = fix if self.fix is None else self.fix

@@ -1,7 +1,9 @@
-"""Shared fixtures: paths to ../shared and small generated data."""
+"""Shared fixtures: ../shared, a tiny synthetic dataset, a checkpoint and its exported
+bundle (helpers such as the CLI runner live in tests/helpers.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 THUMOS = SHARED / "data" / "thumos14-reduced"
+TINY_D, TINY_C = 16, 3
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +19,51 @@ def thumos_dir() -> Path:
     if not THUMOS.is_dir():
         pytest.fail(f"{THUMOS} is missing: the tests need ../shared beside the checkout")
     return THUMOS
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 16-video synthetic dataset (D = 16, 3 classes)."""
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+
+    folder = tmp_path_factory.mktemp("tiny") / "data"
+    generate_dataset(folder, SynthConfig(videos=16, dim=TINY_D, num_classes=TINY_C, seed=3))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data) -> Path:
+    """A checkpoint of an untrained HAM-Net for `tiny_data` with random non-zero biases
+    (zero padding would show; HAM-Net's initialisation has zero biases)."""
+    import torch
+
+    from hamnet_deploy.runtime.postprocess import PostprocessConfig
+    from hamnet_deploy.training.checkpoint import save_checkpoint
+    from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
+    from hamnet_deploy.training.model import HamNet
+
+    classes = json.loads((tiny_data / "annotations.json").read_text())["classes"]
+    run = tiny_data.parent / "run"
+    cfg = TrainConfig(model=ModelConfig(feature_dim=TINY_D, num_classes=TINY_C, attention_dim=16),
+                      data=DataConfig(feature_dim=TINY_D), epochs=1, output_dir=str(run))
+    torch.manual_seed(0)
+    model = HamNet.from_config(cfg.model).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv1d):
+                m.bias.normal_(0, 0.5)
+    save_checkpoint(run, 1, model, None, {"classes": classes, "config": cfg.to_dict(),
+                                          "postprocess": PostprocessConfig().to_dict(),
+                                          "feature_dim": TINY_D, "num_classes": TINY_C})
+    return run
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tiny_run) -> Path:
+    """`tiny_run` exported (ONNX only, short parity)."""
+    from hamnet_deploy.export.options import ExportOptions
+    from hamnet_deploy.export.pipeline import run_export
+
+    bundle = tiny_run.parent / "bundle"
+    run_export(tiny_run, bundle, ExportOptions(skip_parity_long=True))
+    return bundle

@@ -1,6 +1,10 @@
 """The HAM-Net trainer: seeded, device auto, AMP on CUDA, DDP under torchrun,
 atomic per-epoch checkpoints, periodic evaluation through the NumPy runtime.
 
+`train` is the loop; `train_epoch` is the train step (one pass over the samples) and
+`training.evaluate.evaluate_model` the validate step. Progress and results go to a
+`report` callback (`runtime.events`): the trainer prints nothing itself.
+
 Determinism: model init uses `seed`; each epoch reseeds torch (dropout) with
 (seed, epoch), the sampler shuffles with seed + epoch and snippet sampling is keyed by
 (seed, epoch, video). So a run resumed from epoch N's checkpoint on CPU ends with the
@@ -18,20 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.events import Reporter, emitter
 from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.scoring import EvalSummary
 from hamnet_deploy.training import distributed as ddp
 from hamnet_deploy.training.batches import TrainSamples, collate
 from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
 from hamnet_deploy.training.config import TrainConfig
-from hamnet_deploy.training.data import WtalDataset
+from hamnet_deploy.training.dataset import WtalDataset
 from hamnet_deploy.training.device import amp_dtype, select_device
-from hamnet_deploy.training.evaluate import EvalSummary, evaluate_model, print_summary
-from hamnet_deploy.training.inference import postprocess_config
+from hamnet_deploy.training.evaluate import evaluate_model, postprocess_config
 from hamnet_deploy.training.losses import HamNetLoss
 from hamnet_deploy.training.model import HamNet
 
@@ -116,12 +119,69 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@dataclass
+class _Step:
+    """What one training step needs (built once per run)."""
+
+    net: torch.nn.Module
+    model: torch.nn.Module
+    criterion: HamNetLoss
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    dtype: torch.dtype | None
+    scaler: Any
+    grad_clip: float | None
+
+
+def train_epoch(step: _Step, loader: DataLoader, epoch: int, world: int,
+                emit: Any) -> tuple[dict[str, float], int, int]:
+    """The train step: one pass over `loader`; (mean of each loss term, videos, snippets).
+    Emits `train.step` progress after every batch."""
+    step.net.train()
+    sums: dict[str, float] = {}
+    seen, snippets, t0 = 0, 0, time.perf_counter()
+    total = len(loader)
+    for done, (feats, labels, lengths) in enumerate(loader, 1):
+        feats, labels, lengths = feats.to(step.device), labels.to(step.device), lengths.to(step.device)
+        mask = torch.arange(feats.shape[1], device=step.device)[None, :] < lengths[:, None]
+        autocast = torch.autocast(step.device.type, dtype=step.dtype) if step.dtype else contextlib.nullcontext()
+        with autocast:
+            cas, att = step.net(feats, mask)
+        loss, terms = step.criterion(cas.float(), att.float(), labels, mask=mask)
+        if not torch.isfinite(loss):
+            raise DataError(f"epoch {epoch}: the loss became {loss.item()}; lower optim.lr or check the "
+                            "features for extreme values")
+        step.optimizer.zero_grad(set_to_none=True)
+        if step.scaler is not None:
+            step.scaler.scale(loss).backward()
+            step.scaler.unscale_(step.optimizer)
+        else:
+            loss.backward()
+        if step.grad_clip:
+            torch.nn.utils.clip_grad_norm_(step.model.parameters(), step.grad_clip)
+        if step.scaler is not None:
+            step.scaler.step(step.optimizer)
+            step.scaler.update()
+        else:
+            step.optimizer.step()
+        n = len(feats)
+        seen += n
+        snippets += int(lengths.sum())
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * n
+        rate = snippets * world / max(time.perf_counter() - t0, 1e-9)
+        emit("train.step", "progress", epoch=epoch, step=done, steps=total, snippets_per_s=rate,
+             losses={k: v / seen for k, v in sums.items()})
+    return {k: v / max(seen, 1) for k, v in sums.items()}, seen, snippets
+
+
 def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool = False,
-          console: Console | None = None, progress: bool = True) -> TrainOutcome:
+          report: Reporter | None = None) -> TrainOutcome:
     """Train `cfg` on `data` (train split: cfg.data.train_subset; evaluation on
-    cfg.data.test_subset) writing checkpoints and metrics to `run_dir`."""
+    cfg.data.test_subset) writing checkpoints and metrics to `run_dir`. Events
+    (`runtime.events`): `train.note`, `train.epoch.start`, `train.step` (progress),
+    `train.epoch` (the metrics record), `train.eval` (the EvalSummary)."""
     started = time.perf_counter()
-    console = console or Console()
     cfg = fit_config_to_data(cfg, data).resolved()
     run_dir = Path(run_dir)
     device = select_device(cfg.device)
@@ -130,6 +190,7 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     main = info.is_main
+    emit = emitter(report if main else None)
     if cfg.data.batch_size % info.world_size:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {info.world_size} "
                           "processes; choose a batch size that is a multiple of the process count")
@@ -139,8 +200,7 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
         test_set = data.select(cfg.data.test_subset)
     except DataError:
         test_set = None
-        if main:
-            console.print(f"[yellow]no '{cfg.data.test_subset}' videos: training without evaluation[/]")
+        emit("train.note", "warning", f"no '{cfg.data.test_subset}' videos: training without evaluation")
 
     torch.manual_seed(cfg.seed)
     model = HamNet.from_config(cfg.model).to(device)
@@ -149,36 +209,14 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
     if resume and not _has_checkpoint(run_dir):
         # Stopped before its first checkpoint: nothing to continue from, start at epoch 1.
         resume = False
+        emit("train.note", "warning", f"{run_dir} has no checkpoint yet: starting from epoch 1")
         if main:
-            console.print(f"[yellow]{run_dir} has no checkpoint yet: starting from epoch 1[/]")
             _trim_metrics(run_dir / METRICS_FILE, 0)
     elif not resume and main and (run_dir / LATEST).exists():
         raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
                           "or choose another --out")
     if resume:
-        ckpt = load_checkpoint(run_dir, with_optimizer=True)
-        if ckpt.classes != data.classes:
-            raise DataError(f"{run_dir}: the run was trained on {len(ckpt.classes)} classes, this dataset has "
-                            f"{data.num_classes} (or in another order); resume with the same dataset")
-        saved_dim = ckpt.state.get("feature_dim")
-        if saved_dim is not None and saved_dim != data.feature_dim:
-            raise DataError(f"{run_dir}: the run was trained on {saved_dim}-D features, this dataset has "
-                            f"{data.feature_dim}-D; resume with the same dataset")
-        try:
-            model.load_state_dict(ckpt.model_state)
-        except RuntimeError as exc:
-            first = " ".join(str(exc).split())[:240]  # names the first mismatching tensor
-            raise BundleError(f"{ckpt.path}: weights do not fit the run's model ({first}); resume from another "
-                              "checkpoint or start a new run") from None
-        if ckpt.optimizer_state is not None:
-            try:
-                optimizer.load_state_dict(ckpt.optimizer_state)
-            except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
-                raise BundleError(f"{ckpt.path / 'optimizer.pt'}: optimizer state does not fit the model "
-                                  f"({type(exc).__name__}); resume from another checkpoint") from None
-        start_epoch = ckpt.epoch + 1
-        if main:
-            _trim_metrics(run_dir / METRICS_FILE, ckpt.epoch)
+        start_epoch = _resume(run_dir, data, model, optimizer, main)
     elif main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,10 +230,9 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
     if info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    criterion = HamNetLoss(cfg.loss)
     dtype = amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-
+    step = _Step(net, model, HamNetLoss(cfg.loss), optimizer, device, dtype,
+                 torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, cfg.optim.grad_clip)
     samples = TrainSamples(train_set.features, train_set.labels, cfg.data.num_snippets, cfg.data.sampling, cfg.seed)
     sampler = DistributedSampler(samples, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=False)
@@ -207,67 +244,57 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
              "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}
 
     outcome = TrainOutcome(run_dir, start_epoch - 1)
-    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
-                   TextColumn("[cyan]{task.fields[rate]} snip/s"), TimeElapsedColumn(),
-                   console=console, disable=not (progress and main), transient=False)
-    with bar:
-        task = bar.add_task("train", total=len(loader), epoch=start_epoch, epochs=cfg.epochs, losses="", rate="-")
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch))
-            sampler.set_epoch(epoch)
-            samples.epoch = epoch
-            net.train()
-            sums: dict[str, float] = {}
-            seen, snippets, t0 = 0, 0, time.perf_counter()
-            bar.reset(task, total=len(loader), epoch=epoch, epochs=cfg.epochs, losses="", rate="-")
-            for feats, labels, lengths in loader:
-                feats, labels, lengths = feats.to(device), labels.to(device), lengths.to(device)
-                mask = torch.arange(feats.shape[1], device=device)[None, :] < lengths[:, None]
-                autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-                with autocast:
-                    cas, att = net(feats, mask)
-                loss, terms = criterion(cas.float(), att.float(), labels, mask=mask)
-                if not torch.isfinite(loss):
-                    raise DataError(f"epoch {epoch}: the loss became {loss.item()}; lower optim.lr or check the "
-                                    "features for extreme values")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                n = len(feats)
-                seen += n
-                snippets += int(lengths.sum())
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
-                rate = snippets * info.world_size / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=1, rate=f"{rate:,.0f}",
-                           losses=" ".join(f"{k} {v / seen:.3f}" for k, v in sums.items()))
-            epoch_loss = ddp.all_reduce_mean({k: v / max(seen, 1) for k, v in sums.items()}, info)
-            elapsed = time.perf_counter() - t0
-            outcome.last_loss, outcome.epochs = epoch_loss, epoch
-            record: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": round(elapsed, 3),
-                                      "snippets_per_s": round(snippets * info.world_size / max(elapsed, 1e-9), 1)}
-            if main:
-                save_checkpoint(run_dir, epoch, model, optimizer, state)
-                due = epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0)
-                if due and test_set is not None:
-                    summary = evaluate_model(model, test_set, post, device, cfg.recipe)
-                    outcome.last_eval = summary
-                    record["eval"] = summary.to_dict()
-                    bar.console.print(f"[bold]epoch {epoch}[/] test split:")
-                    print_summary(summary, bar.console)
-                _append_metrics(run_dir / METRICS_FILE, record)
-            ddp.barrier(info)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+        sampler.set_epoch(epoch)
+        samples.epoch = epoch
+        emit("train.epoch.start", "stage", epoch=epoch, epochs=cfg.epochs, steps=len(loader))
+        t0 = time.perf_counter()
+        losses, _, snippets = train_epoch(step, loader, epoch, info.world_size, emit)
+        epoch_loss = ddp.all_reduce_mean(losses, info)
+        elapsed = time.perf_counter() - t0
+        outcome.last_loss, outcome.epochs = epoch_loss, epoch
+        record: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": round(elapsed, 3),
+                                  "snippets_per_s": round(snippets * info.world_size / max(elapsed, 1e-9), 1)}
+        if main:
+            save_checkpoint(run_dir, epoch, model, optimizer, state)
+            due = epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0)
+            if due and test_set is not None:
+                summary = evaluate_model(model, test_set, post, cfg.recipe)
+                outcome.last_eval = summary
+                record["eval"] = summary.to_dict()
+                emit("train.eval", "result", f"epoch {epoch} test split", epoch=epoch, summary=summary)
+            _append_metrics(run_dir / METRICS_FILE, record)
+            emit("train.epoch", "result", epoch=epoch, epochs=cfg.epochs, record=record)
+        ddp.barrier(info)
     ddp.shutdown(info)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _resume(run_dir: Path, data: WtalDataset, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            main: bool) -> int:
+    """Load the run's last checkpoint into `model` and `optimizer`; the epoch to start at."""
+    ckpt = load_checkpoint(run_dir, with_optimizer=True)
+    if ckpt.classes != data.classes:
+        raise DataError(f"{run_dir}: the run was trained on {len(ckpt.classes)} classes, this dataset has "
+                        f"{data.num_classes} (or in another order); resume with the same dataset")
+    saved_dim = ckpt.state.get("feature_dim")
+    if saved_dim is not None and saved_dim != data.feature_dim:
+        raise DataError(f"{run_dir}: the run was trained on {saved_dim}-D features, this dataset has "
+                        f"{data.feature_dim}-D; resume with the same dataset")
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:240]  # names the first mismatching tensor
+        raise BundleError(f"{ckpt.path}: weights do not fit the run's model ({first}); resume from another "
+                          "checkpoint or start a new run") from None
+    if ckpt.optimizer_state is not None:
+        try:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+            raise BundleError(f"{ckpt.path / 'optimizer.pt'}: optimizer state does not fit the model "
+                              f"({type(exc).__name__}); resume from another checkpoint") from None
+    if main:
+        _trim_metrics(run_dir / METRICS_FILE, ckpt.epoch)
+    return ckpt.epoch + 1

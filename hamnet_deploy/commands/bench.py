@@ -9,10 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hamnet_deploy.console import console, handle_errors
+from hamnet_deploy.console import backend_names, console, handle_errors
 from hamnet_deploy.runtime.errors import ConfigError, HamnetError
-
-CANDIDATES = ("tensorrt", "onnxruntime", "onnxruntime-int8", "torch")
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -31,28 +29,35 @@ def bench_command(
     t_values: str = typer.Option("64,339,2615", "--t", help="Video lengths in snippets, comma-separated."),
     batch: int = typer.Option(1, "--batch", help="Videos per call."),
     repeats: int = typer.Option(20, "--repeats", help="Timed runs per case (median reported)."),
-    backends: str = typer.Option("all", "--backends", help="all (every backend that starts here) or a "
-                                 "comma-separated list of: " + ", ".join(CANDIDATES)),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for ONNX Runtime and PyTorch)."),
+    backends: str = typer.Option("all", "--backends", help="all (every backend of the table that runs the "
+                                 "model here) or a comma-separated list of: " + ", ".join(backend_names())),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: all usable cores)."),
 ) -> None:
     """Time each available backend at several T: latency, snippets/s, GFLOP/s."""
-    from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
+    from hamnet_deploy.runtime.backends import registry
+    from hamnet_deploy.runtime.backends.select import is_checkpoint, resolve_model, select_runner
     from hamnet_deploy.runtime.benchmark import flops_per_snippet, time_runner
     from hamnet_deploy.runtime.bundle import load_bundle
 
     ts = _parse_ints(t_values, "t")
     if batch < 1 or repeats < 1:
         raise ConfigError("--batch and --repeats must be >= 1")
-    wanted = list(CANDIDATES) if backends == "all" else [b.strip() for b in backends.split(",") if b.strip()]
-    unknown = [b for b in wanted if b not in CANDIDATES]
-    if unknown:
-        raise ConfigError(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
     path = resolve_model(model)
-    bundle = load_bundle(path)
-    cfg_model = bundle.manifest.config.get("model", {})
-    flops = flops_per_snippet(bundle.feature_dim, bundle.num_classes, int(cfg_model.get("attention_dim", 512)))
-    console.print(f"[bold]model[/] {escape(str(path))}: D = {bundle.feature_dim}, {bundle.num_classes} classes, "
+    kinds = {"checkpoint"} if is_checkpoint(path) else {"engine", "onnx", "onnx_int8"}
+    runs_it = [b.name for b in registry.backends() if b.model in kinds]
+    wanted = runs_it if backends == "all" else [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in registry.names()]
+    if unknown:
+        raise ConfigError(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(registry.names())}")
+    if is_checkpoint(path):
+        dim, classes, attention = _checkpoint_shape(path)
+    else:
+        bundle = load_bundle(path)
+        dim, classes = bundle.feature_dim, bundle.num_classes
+        attention = int(bundle.manifest.config.get("model", {}).get("attention_dim", 512))
+    flops = flops_per_snippet(dim, classes, attention)
+    console.print(f"[bold]model[/] {escape(str(path))}: D = {dim}, {classes} classes, "
                   f"{flops / 1e6:.1f} MFLOP per snippet; batch {batch}, median of {repeats}", highlight=False)
     table = Table(title="inference speed", title_justify="left")
     for col in ("backend", "T", "median ms", "p90 ms", "snippets/s", "GFLOP/s"):
@@ -71,13 +76,22 @@ def bench_command(
                 if max_t and t > max_t:
                     skipped.append(f"{name} at T = {t}: above the engine profile's max T {max_t}")
                     continue
-                timing = time_runner(runner, name, batch, t, bundle.feature_dim, repeats)
+                timing = time_runner(runner, name, batch, t, dim, repeats)
                 table.add_row(escape(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
                               f"{timing.snippets_per_s:,.0f}", f"{timing.gflops(flops):.1f}")
             table.add_section()
     console.print(table)
     for line in skipped:
         console.print(f"[dim]skipped {escape(line)}[/]", highlight=False)
+
+
+def _checkpoint_shape(run: Path) -> tuple[int, int, int]:
+    """(D, C, attention width) of a checkpoint, from its recorded config."""
+    from hamnet_deploy.training.checkpoint import load_checkpoint
+    from hamnet_deploy.training.config import TrainConfig
+
+    m = TrainConfig.from_dict(load_checkpoint(run).config).model
+    return m.feature_dim, m.num_classes, m.attention_dim
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,8 @@ import typer
 from rich.rule import Rule
 
 from hamnet_deploy.console import console, handle_errors, import_torch
+from hamnet_deploy.display import map_table, p, print_summary
+from hamnet_deploy.reporting import RichReporter
 from hamnet_deploy.runtime.errors import ConfigError
 
 # Small on purpose: the demo shows every stage in a few minutes on 2 CPU cores.
@@ -37,16 +39,15 @@ def demo_command(
 ) -> None:
     """Run synth -> train -> eval -> export -> detect on synthetic data, printing each stage."""
     import_torch()
-    from hamnet_deploy.commands.detect import run_detect
-    from hamnet_deploy.export.options import DEFAULT_OPSET
+    from hamnet_deploy.export.options import ExportOptions
     from hamnet_deploy.export.pipeline import run_export
+    from hamnet_deploy.runtime.backends.select import select_runner
+    from hamnet_deploy.runtime.detect import detect_files
     from hamnet_deploy.runtime.detections import read_results
     from hamnet_deploy.runtime.evaluation import evaluate_detection
-    from hamnet_deploy.runtime.report import map_table
     from hamnet_deploy.training.checkpoint import load_model
     from hamnet_deploy.training.data import load_dataset
-    from hamnet_deploy.training.device import select_device
-    from hamnet_deploy.training.evaluate import evaluate_model, print_summary
+    from hamnet_deploy.training.evaluate import evaluate_model
     from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.synth import SynthConfig, generate_dataset
     from hamnet_deploy.training.trainer import train
@@ -70,30 +71,36 @@ def demo_command(
     cfg = load_recipe("thumos14").with_overrides([*DEMO_SETTINGS, f"epochs={epochs}", f"seed={seed}"])
     console.print(f"recipe thumos14 with {', '.join(DEMO_SETTINGS[:3])}, {epochs} epochs", highlight=False)
     run = out / "run"
-    train(cfg, dataset, run, console=console)
+    with RichReporter(console) as report:
+        train(cfg, dataset, run, report=report)
     _done(t, f"checkpoint in {run}")
 
     t = _stage("3/6 eval: the checkpoint on the test split")
     loaded = load_model(run)
     test = dataset.select(loaded.config.data.test_subset)
-    summary = evaluate_model(loaded.model, test, loaded.postprocess, select_device("cpu"), loaded.config.recipe)
+    summary = evaluate_model(loaded.model, test, loaded.postprocess, loaded.config.recipe)
     print_summary(summary, console)
     _done(t, f"average mAP {100 * summary.average:.2f} % over {len(test)} test videos")
 
     t = _stage("4/6 export: ONNX (+ parity) and INT8 for CPUs in a verified bundle")
     bundle = out / "bundle"
-    run_export(run, bundle, console, opset=DEFAULT_OPSET, force=False, skip_parity_long=True, int8_cpu=True,
-               calib=data_dir, calib_videos=16, trt_options=None, triton=None, triton_max_batch=4, verify=None,
-               allow_drop=False, max_drop=1.0)
+    with RichReporter(console) as report:
+        run_export(run, bundle, ExportOptions(skip_parity_long=True, int8_cpu=True, calib=str(data_dir),
+                                              calib_videos=16), report=report)
     _done(t, f"bundle in {bundle}")
 
     t = _stage("5/6 detect: the bundle on the test videos (ONNX Runtime, no PyTorch)")
     results = out / "results.json"
-    files = [str(data_dir / "videos" / f"{name}.npy") for name in test.names]
-    run_detect(files, model=bundle, backend="onnxruntime", device="cpu", batch_size=8, max_t=None, threads=None,
-               post_sets=[], post_flags={}, out=results, plot=None, annotations=data_dir / "annotations.json",
-               cas_mode="softmax", rows=10, recursive=False, fp16=False)
-    _done(t, f"detections in {results}")
+    files = [data_dir / "videos" / f"{name}.npy" for name in test.names]
+    selection = select_runner(bundle, "onnxruntime", "cpu")
+    console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
+    info = selection.info
+    with selection.runner:
+        found = detect_files(files, selection.runner, radius=info.receptive_radius, feature_dim=info.feature_dim,
+                             classes=info.classes, post=info.postprocess,
+                             durations={v: a.duration for v, a in ann.videos.items()})
+    found.detections.write(results)
+    _done(t, f"{len(found.videos)} videos, {len(found.detections)} detections in {found.seconds:.2f} s -> {results}")
 
     t = _stage("6/6 eval: detect's results against the ground truth")
     dets = read_results(results, ann.classes)

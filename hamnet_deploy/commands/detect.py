@@ -2,17 +2,16 @@
 exported bundle (ONNX Runtime / TensorRT) or a checkpoint (PyTorch), never needing
 PyTorch for a bundle.
 
-Steps: find the files -> pick and start a backend (`runtime.backends.select`) -> read
-and check each file (`runtime.feature_files`; a bad file is reported and skipped) ->
-exact chunked/batched inference (`runtime.inference`) -> NumPy post-processing with the
-bundle's settings (overridable) -> tables, results file, plots. Exit code 0, or 1 when
+Steps: find the files -> pick and start a backend (`runtime.backends.select`) -> the one
+files -> outputs -> detections loop (`runtime.detect`: each file read and checked, a bad
+one reported and skipped; exact chunked/batched inference; NumPy post-processing with
+the bundle's settings, overridable) -> tables, results file, plots. Exit code 0, or 1 when
 any file failed (the good files' results are still written), or 2 for a usage error.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from hamnet_deploy.console import console, err_console, handle_errors
+from hamnet_deploy.console import backend_names, console, err_console, handle_errors
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 RESULT_SUFFIXES = (".json", ".csv")
@@ -65,45 +64,6 @@ def _check_out(out: Path | None) -> None:
         raise ConfigError(f"--out {out}: use a .json (ActivityNet results format) or .csv file name")
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give a file name such as results.json")
-
-
-# --------------------------------------------------------------------------- #
-#                                   reading                                   #
-# --------------------------------------------------------------------------- #
-class _Reader:
-    """Loads and checks the files one by one; bad files go to `failed`, the rest are yielded."""
-
-    def __init__(self, files: Sequence[Path], feature_dim: int, on_failure: Any) -> None:
-        from hamnet_deploy.runtime.feature_files import duplicate_ids
-
-        self.files = list(files)
-        self.dim = feature_dim
-        self.failed: list[tuple[str, str]] = []
-        self.dups = duplicate_ids(self.files)
-        self.on_failure = on_failure
-        self.snippets = 0
-        self.ids: list[str] = []  # videos read, in file order
-
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        from hamnet_deploy.runtime.feature_files import load_features, video_id
-
-        for path in self.files:
-            if path in self.dups:
-                self._fail(str(path), f"{path}: video id {video_id(path)!r} repeats {self.dups[path]}; video ids "
-                                      "are file names without the suffix, so rename one")
-                continue
-            try:
-                x = load_features(path, self.dim)
-            except DataError as exc:
-                self._fail(str(path), str(exc))
-                continue
-            self.snippets += int(x.shape[0])
-            self.ids.append(video_id(path))
-            yield video_id(path), x
-
-    def _fail(self, name: str, reason: str) -> None:
-        self.failed.append((name, reason))
-        self.on_failure()
 
 
 def _ground_truth(annotations: Path | None) -> Any:
@@ -173,9 +133,8 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                recursive: bool, fp16: bool) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
     from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
+    from hamnet_deploy.runtime.detect import detect_files
     from hamnet_deploy.runtime.feature_files import find_feature_files
-    from hamnet_deploy.runtime.inference import Inference
-    from hamnet_deploy.runtime.postprocess import localize_many
 
     _check_out(out)
     if plot is not None:
@@ -195,7 +154,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     gt = _ground_truth(annotations)
     model_path = resolve_model(model)
     ort_trt = None
-    if device == "tensorrt":
+    if device == "tensorrt" or backend == "onnxruntime-tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
         from hamnet_deploy.runtime.profile import Profile
 
@@ -203,8 +162,8 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         ort_trt = OrtTensorRTOptions(fp16=fp16, profile=Profile(opt_t=min(512, top_t), max_t=top_t,
                                                                 max_batch=batch_size))
     elif fp16:
-        raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --device tensorrt (TensorRT "
-                          "engines carry their precision in the bundle)")
+        raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --backend onnxruntime-tensorrt "
+                          "(TensorRT engines carry their precision in the bundle)")
 
     with console.status(f"starting a backend for {_p(model_path)}"):
         selection = select_runner(model_path, backend, device, threads=threads, ort_trt=ort_trt)
@@ -212,44 +171,33 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     console.print(f"[bold]backend[/] {_p(selection.describe())}", soft_wrap=True, highlight=False)
     console.print(f"[dim]why: {_p(selection.reason)}[/]", soft_wrap=True, highlight=False)
     post = postprocess_settings(info.postprocess, post_sets, **post_flags)
+    durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
 
-    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    started = time.perf_counter()
     with selection.runner:
-        infer = Inference(selection.runner, info.receptive_radius, max_t=max_t, batch_size=batch_size)
         bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
                        TimeElapsedColumn(), console=err_console, transient=True, disable=len(files) < 2)
         with bar:
             task = bar.add_task("videos", total=len(files))
-            reader = _Reader(files, info.feature_dim, lambda: bar.advance(task))
-            for vid, cas, att in infer.stream(reader):
-                outputs[vid] = (cas, att)
-                bar.advance(task)
-    order = [v for v in reader.ids if v in outputs]  # file order (videos complete in batch order)
-    network_done = time.perf_counter()
-    durations = {v: (gt.videos[v].duration if gt is not None and v in gt.videos else None) for v in order}
-    items = [(v, outputs[v][0], outputs[v][1], durations[v]) for v in order]
-    dets = localize_many(items, post, classes=info.classes) if items else _empty(info.classes)
-    post_done = time.perf_counter()
-
-    lengths = {v: int(outputs[v][0].shape[0]) for v in order}
+            run = detect_files(files, selection.runner, radius=info.receptive_radius, feature_dim=info.feature_dim,
+                               classes=info.classes, post=post, max_t=max_t, batch_size=batch_size,
+                               durations=durations, on_video=lambda: bar.advance(task))
+    order, dets, lengths = run.videos, run.detections, run.lengths()
     if len(order) == 1:
         console.print(_detail_table(order[0], lengths[order[0]], dets, rows))
     elif order:
         console.print(_summary_table(order, lengths, dets, rows))
-    stats = infer.stats
-    elapsed = post_done - started
-    rate = len(order) / elapsed if elapsed > 0 else 0.0
-    console.print(f"{_count(len(order), 'video')} ({stats.useful_snippets} snippets) in {elapsed:.2f} s, {rate:.1f} videos/s: "
-                  f"network {stats.network_seconds:.2f} s ({stats.batches} batches, {stats.windows} windows, "
-                  f"{100 * stats.overhead:.1f} % overlap/padding), post-processing {post_done - network_done:.3f} s",
-                  highlight=False)
+    stats = run.stats
+    rate = len(order) / run.seconds if run.seconds > 0 else 0.0
+    console.print(f"{_count(len(order), 'video')} ({stats.useful_snippets} snippets) in {run.seconds:.2f} s, "
+                  f"{rate:.1f} videos/s: network {stats.network_seconds:.2f} s ({stats.batches} batches, "
+                  f"{stats.windows} windows, {100 * stats.overhead:.1f} % overlap/padding), post-processing "
+                  f"{run.post_seconds:.3f} s", highlight=False)
     if out is not None:
         dets.write(out)
         console.print(f"wrote {_p(out)} ({len(dets)} detections)", highlight=False)
     if plot is not None and order:
-        _plots(plot, order, outputs, dets, info, post, gt, cas_mode)
-    failed = [(m.path, f"{m.path}: {m.reason}") for m in missing] + reader.failed
+        _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
+    failed = [(m.path, f"{m.path}: {m.reason}") for m in missing] + run.failed
     for _name, reason in failed:
         err_console.print(f"[bold red]failed:[/] {_p(reason)}", soft_wrap=True, highlight=False)
     if failed:
@@ -261,12 +209,6 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _empty(classes: Sequence[str]) -> Any:
-    from hamnet_deploy.runtime.detections import Detections
-
-    return Detections.empty(classes)
 
 
 def _plots(folder: Path, order: Sequence[str], outputs: dict, dets: Any, info: Any, post: Any, gt: Any,
@@ -289,9 +231,9 @@ def detect_command(
     model: Path = typer.Option(None, "--model", "-m", help="Bundle folder from hamnet export (default: "
                                "$HAMNET_MODEL, else ./bundle), or a training run folder (runs with PyTorch)."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto (TensorRT engine matching this GPU > ONNX "
-                                "Runtime CUDA > ONNX Runtime CPU), tensorrt, onnxruntime, onnxruntime-int8, torch."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, or tensorrt (ONNX Runtime's TensorRT "
-                               "provider)."),
+                                "Runtime CUDA > ONNX Runtime CPU) or one of: " + ", ".join(backend_names()) + "."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (tensorrt: the old spelling of "
+                               "--backend onnxruntime-tensorrt)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per network call (videos of equal length, "
                                    "or chunks of long ones)."),
     max_t: int = typer.Option(None, "--max-t", help="Chunk length: longer videos run in overlapping chunks with "
@@ -314,8 +256,8 @@ def detect_command(
                                  "or sigmoid."),
     rows: int = typer.Option(30, "--rows", help="Table rows to print (0: all)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also read feature files in sub-folders."),
-    fp16: bool = typer.Option(False, "--fp16", help="With --device tensorrt: let ONNX Runtime's TensorRT "
-                              "provider run in FP16."),
+    fp16: bool = typer.Option(False, "--fp16", help="With --backend onnxruntime-tensorrt: let ONNX Runtime's "
+                              "TensorRT provider run in FP16."),
 ) -> None:
     """Detect actions in feature files with an exported bundle (no PyTorch needed)."""
     code = run_detect(paths, model=model, backend=backend, device=device, batch_size=batch_size, max_t=max_t,

@@ -1,55 +1,91 @@
-"""`hamnet doctor`: what is installed and which inference backends will work here."""
+"""`hamnet doctor`: what is installed, which backends of the backend table work here, and
+what `--backend auto` will use for a model (the same plan `select_runner` follows)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hamnet_deploy.console import console, handle_errors
+from hamnet_deploy.display import p
+
+
+def auto_choice(model: Path | None, env: object) -> tuple[str, str]:
+    """(backend, why) that `--backend auto` starts for `model` here; without a model, what
+    it would start for a bundle without engines, and when TensorRT would win instead."""
+    from hamnet_deploy.runtime.backends import registry
+    from hamnet_deploy.runtime.backends.select import is_checkpoint, plan
+    from hamnet_deploy.runtime.bundle import load_bundle
+
+    if model is not None and is_checkpoint(model):
+        takers = [b for b in registry.for_model("checkpoint") if b.why_not(env) is None]
+        return (takers[0].name, "the model is a training checkpoint") if takers else ("nothing", "no backend "
+                                                                                     "here runs checkpoints")
+    if model is not None:
+        for route in plan(load_bundle(model), "auto", env):
+            if route.why_not is None:
+                return route.backend.name, f"{route.label} for {model}"
+        return "nothing", f"no backend can run {model} here"
+    usable = [(b, d) for b, d in registry.auto_routes() if b.why_not(env, d) is None]
+    plain = next(((b, d) for b, d in usable if b.model != "engine"), None)
+    if plain is None:
+        return "nothing", "install onnxruntime"
+    first = usable[0]
+    if first[0].model == "engine":
+        return plain[0].name, (f"{plain[0].name} ({plain[1]}); {first[0].name} instead when the bundle has an "
+                               "engine built on this GPU and TensorRT (pass --model to check one)")
+    return plain[0].name, f"{plain[0].name} ({plain[1]})"
 
 
 @handle_errors
 def doctor_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     no_torch: bool = typer.Option(False, "--no-torch", help="Do not import PyTorch to ask it about CUDA."),
+    model: Path = typer.Option(None, "--model", "-m", help="A bundle (or run folder): say which backend "
+                               "--backend auto starts for it (default: $HAMNET_MODEL, else ./bundle if there)."),
 ) -> None:
     """Show installed packages, ONNX Runtime providers, TensorRT, CUDA devices and usable backends."""
-    from dataclasses import asdict
+    from hamnet_deploy.runtime.backends.select import default_model_path, resolve_model
+    from hamnet_deploy.runtime.environment import Environment, probe
 
-    from hamnet_deploy.runtime.environment import probe
-
-    env = probe(check_torch=not no_torch)
+    if model is not None:
+        model = resolve_model(model)
+    elif default_model_path().exists():
+        model = default_model_path()
+    env = Environment.current()
+    report = probe(env, details=not no_torch)
+    report.auto, report.auto_reason = auto_choice(model, env)
     if as_json:
-        typer.echo(json.dumps(asdict(env), indent=1))
+        typer.echo(json.dumps(asdict(report), indent=1))
         return
-    console.print(f"[bold]Python[/] {env.python} on {env.platform}")
+    console.print(f"[bold]Python[/] {report.python} on {report.platform}")
     pk = Table(title="packages", title_justify="left")
     pk.add_column("package")
     pk.add_column("version")
-    for name, version in env.packages.items():
+    for name, version in report.packages.items():
         pk.add_row(name, version or "[dim]not installed[/]")
     console.print(pk)
-    console.print("[bold]ONNX Runtime providers:[/] " + (", ".join(env.ort_providers) or "none"))
-    if env.cuda:
-        for d in env.cuda:
-            console.print(f"[bold]CUDA device {d['index']}:[/] {d['name']} (sm {d['compute_capability']}, "
-                          f"{d['memory_bytes'] / 2**30:.1f} GiB)")
+    console.print("[bold]ONNX Runtime providers:[/] " + (", ".join(report.ort_providers) or "none"))
+    if report.cuda:
+        for d in report.cuda:
+            console.print(f"[bold]CUDA device {d['index']}:[/] {p(d['name'])} (sm {d['compute_capability']}, "
+                          f"{d.get('memory_bytes', 0) / 2**30:.1f} GiB)")
     else:
         console.print("[bold]CUDA devices:[/] none visible")
-    bt = Table(title="backends", title_justify="left")
-    bt.add_column("backend")
-    bt.add_column("works")
-    bt.add_column("why")
-    for b in env.backends:
-        bt.add_row(b.name, "[green]yes[/]" if b.works else "[red]no[/]", escape(b.why))
+    bt = Table(title="backends (--backend)", title_justify="left")
+    for col in ("backend", "devices", "works", "why"):
+        bt.add_column(col)
+    for b in report.backends:
+        bt.add_row(b.name, ", ".join(b.devices), "[green]yes[/]" if b.works else "[red]no[/]", p(b.why))
     console.print(bt)
-    for w in env.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}")
-    best = next((b.name for b in env.backends if b.works and b.name != "torch"), None)
-    console.print(f"[bold]hamnet detect --backend auto[/] will use: {best or 'nothing (install onnxruntime)'}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {p(w)}")
+    console.print(f"[bold]hamnet detect --backend auto[/] will use: {report.auto} ({p(report.auto_reason)})",
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 
 from hamnet_deploy.console import console, err_console, handle_errors
+from hamnet_deploy.display import map_table, p
 from hamnet_deploy.runtime.annotations import Annotations
+from hamnet_deploy.runtime.backends.select import is_checkpoint
 from hamnet_deploy.runtime.errors import ConfigError, DataError
-from hamnet_deploy.runtime.report import map_table
 from hamnet_deploy.training.data import load_ground_truth
 
 
@@ -46,32 +47,31 @@ def choose_subset(gt: Annotations, videos: list[str], subset: str) -> str | None
     return key
 
 
-def is_checkpoint(path: Path) -> bool:
-    """A training run folder or one of its checkpoints/epoch-N folders."""
-    return path.is_dir() and ((path / "latest.json").is_file() or (path / "state.json").is_file())
-
-
 def _checkpoint_detections(checkpoint: Path, data: Path | None, subset: str):
-    """Run a checkpoint over a dataset split: (ground truth, detections, subset, video scores)."""
+    """Run a checkpoint over a dataset split through the one inference path: (ground truth,
+    detections, subset, video scores)."""
     if data is None:
         raise ConfigError(f"{checkpoint} is a checkpoint: add --data DATASET to run it over the features")
-    from hamnet_deploy.training.checkpoint import load_model
+    from hamnet_deploy.runtime.inference import Inference
+    from hamnet_deploy.runtime.scoring import detect_outputs
     from hamnet_deploy.training.data import load_dataset
-    from hamnet_deploy.training.device import select_device
-    from hamnet_deploy.training.inference import detect_dataset
+    from hamnet_deploy.training.evaluate import EVAL_BATCH
+    from hamnet_deploy.training.torch_runner import TorchRunner
 
-    loaded = load_model(checkpoint)
-    with console.status(f"loading {data}"):
-        dataset = load_dataset(data)
-    if dataset.classes != loaded.classes:
-        raise DataError(f"{data}: its {dataset.num_classes} classes differ from the checkpoint's "
-                        f"{len(loaded.classes)}; evaluate on the dataset the model was trained for")
-    key = loaded.config.data.test_subset if subset.lower() == "auto" else subset
-    part = dataset if key.lower() == "all" else dataset.select(key)
-    device = select_device("auto")
-    loaded.model.to(device)
-    with console.status(f"running the model over {len(part)} videos on {device}"):
-        dets, scores = detect_dataset(loaded.model, part, loaded.postprocess, device)
+    runner = TorchRunner(checkpoint, device="auto")
+    with runner:
+        with console.status(f"loading {p(data)}"):
+            dataset = load_dataset(data)
+        if dataset.classes != runner.classes:
+            raise DataError(f"{data}: its {dataset.num_classes} classes differ from the checkpoint's "
+                            f"{len(runner.classes)}; evaluate on the dataset the model was trained for")
+        key = runner.config.data.test_subset if subset.lower() == "auto" else subset
+        part = dataset if key.lower() == "all" else dataset.select(key)
+        with console.status(f"running the model over {len(part)} videos ({p(runner.describe())})"):
+            outputs = Inference(runner, runner.receptive_radius, batch_size=EVAL_BATCH).run(part.features)
+    durations = {v: part.annotations.videos[v].duration for v in part.names}
+    dets, scores = detect_outputs(dict(zip(part.names, outputs, strict=True)), runner.postprocess, part.classes,
+                                  durations)
     return dataset.annotations, dets, (None if key.lower() == "all" else key), scores
 
 

@@ -3,21 +3,15 @@ CPUs, optional TensorRT engines) and optionally a Triton model repository."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
 from hamnet_deploy.console import console, err_console, handle_errors, import_torch
-from hamnet_deploy.export.verify import verify_available
+from hamnet_deploy.display import p
+from hamnet_deploy.reporting import RichReporter
 from hamnet_deploy.runtime.errors import ConfigError
-
-
-def _p(value: Any) -> str:
-    """A path or message made safe for rich markup."""
-    return escape(str(value))
 
 
 def default_out(checkpoint: Path) -> Path:
@@ -28,47 +22,32 @@ def default_out(checkpoint: Path) -> Path:
     return checkpoint / "bundle"
 
 
-def _check_args(*, int8_cpu: bool, calib: Path | None, trt: bool, int8: bool, triton: Path | None,
-                given: dict[str, Any], verify: Path | None, allow_drop: bool, max_drop: float) -> None:
+def build_options(*, given: dict[str, Any], int8_cpu: bool, trt: bool, fp16: bool, int8: bool,
+                  calib: Path | None, triton: Path | None, verify: Path | None, allow_drop: bool,
+                  max_drop: float, force: bool) -> Any:
+    """The validated ExportOptions of the command line. `given`: the format-specific
+    options the user set (None = not given), checked against the format table first."""
     from hamnet_deploy.export.formats import check_export_args
-    from hamnet_deploy.export.options import check_opset
+    from hamnet_deploy.export.options import DEFAULT_OPSET, ExportOptions, TrtOptions
 
     check_export_args({"int8_cpu": int8_cpu, "trt": trt, "triton": triton is not None},
                       [k for k, v in given.items() if v not in (None, False)])
-    if given.get("opset") is not None:
-        check_opset(given["opset"])
-    if int8_cpu and calib is None:
-        raise ConfigError("--int8-cpu needs calibration data: add --calib DATA (a dataset folder; its train "
-                          "split's features calibrate the INT8 model)")
-    if calib is not None and not (int8_cpu or (trt and int8)):
-        raise ConfigError("--calib is for INT8 calibration: add --int8-cpu (or --trt --int8), or drop --calib")
-    if calib is not None and not calib.exists():
-        raise ConfigError(f"--calib {calib}: not found; pass a dataset folder (per-video or W-TALC layout)")
-    if verify is not None and not verify_available():
-        raise ConfigError("--verify needs the evaluation code (runtime.evaluation), which this installation "
-                          "lacks; export without --verify and evaluate the bundle with hamnet eval")
-    if verify is not None and not verify.exists():
-        raise ConfigError(f"--verify {verify}: not found; pass a dataset folder with a test split")
-    if (allow_drop or max_drop != 1.0) and verify is None:
-        raise ConfigError("--allow-drop and --max-drop apply to --verify DATA only: add --verify DATA")
-    if not (math.isfinite(max_drop) and max_drop >= 0):
-        raise ConfigError(f"--max-drop {max_drop}: must be a number >= 0 (points of average mAP)")
-    calib_videos = given.get("calib_videos")
-    if calib_videos is not None and calib_videos < 1:
-        raise ConfigError(f"--calib-videos {calib_videos}: must be >= 1")
-
-
-def _trt_options(given: dict[str, Any], fp16: bool, int8: bool, calib: Path | None, opset: int,
-                 timing_cache: Path | None) -> Any:
-    from hamnet_deploy.export.options import TrtOptions
-
-    base = TrtOptions()
-    kwargs = {k: given[k] for k in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb", "calib_videos")
-              if given.get(k) is not None}
-    return TrtOptions(fp16=fp16, int8=int8, calib_data=str(calib) if calib else None,
-                      dla_core=given.get("dla"), opset=opset,
-                      timing_cache=str(timing_cache) if timing_cache else base.timing_cache,
-                      **kwargs).validate()
+    opset = DEFAULT_OPSET if given.get("opset") is None else given["opset"]
+    trt_options = None
+    if trt:
+        kwargs = {k: given[k] for k in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb", "calib_videos")
+                  if given.get(k) is not None}
+        trt_options = TrtOptions(fp16=fp16, int8=int8, calib_data=str(calib) if calib and int8 else None,
+                                 dla_core=given.get("dla"), opset=opset,
+                                 timing_cache=str(given["timing_cache"]) if given.get("timing_cache") else None,
+                                 **kwargs)
+    extra = {k: given[k] for k in ("calib_videos",) if given.get(k) is not None}
+    if given.get("max_batch") is not None:
+        extra["triton_max_batch"] = given["max_batch"]
+    return ExportOptions(opset=opset, force=force, skip_parity_long=bool(given.get("skip_parity_long")),
+                         int8_cpu=int8_cpu, calib=str(calib) if calib else None, trt=trt_options,
+                         triton=str(triton) if triton else None, verify=str(verify) if verify else None,
+                         allow_drop=allow_drop, max_drop=max_drop, **extra)
 
 
 @handle_errors
@@ -111,16 +90,12 @@ def export_command(
                                           "cases (faster on small machines)."),
 ) -> None:
     """Export a checkpoint to a verified deployment bundle (ONNX; INT8 for CPUs, TensorRT, Triton)."""
-    from hamnet_deploy.export.options import DEFAULT_OPSET, TrtOptions
-
     given = {"opset": opset, "calib": calib, "calib_videos": calib_videos, "fp16": fp16, "int8": int8,
              "min_t": min_t, "opt_t": opt_t, "max_t": max_t, "max_batch": max_batch,
              "workspace_mb": workspace_mb, "dla": dla, "timing_cache": timing_cache,
              "skip_parity_long": skip_parity_long}
-    _check_args(int8_cpu=int8_cpu, calib=calib, trt=trt, int8=int8, triton=triton, given=given,
-                verify=verify, allow_drop=allow_drop, max_drop=max_drop)
-    opset = DEFAULT_OPSET if opset is None else opset
-    trt_options = _trt_options(given, fp16, int8, calib, opset, timing_cache) if trt else None
+    options = build_options(given=given, int8_cpu=int8_cpu, trt=trt, fp16=fp16, int8=int8, calib=calib,
+                            triton=triton, verify=verify, allow_drop=allow_drop, max_drop=max_drop, force=force)
     if not checkpoint.exists():
         raise ConfigError(f"{checkpoint}: checkpoint not found; pass a run folder from hamnet train or its "
                           "checkpoints/epoch-N folder")
@@ -128,16 +103,12 @@ def export_command(
     import_torch()
     from hamnet_deploy.export.pipeline import run_export
 
-    outcome = run_export(
-        checkpoint, out, console, opset=opset, force=force, skip_parity_long=skip_parity_long, int8_cpu=int8_cpu,
-        calib=calib, calib_videos=calib_videos or TrtOptions().calib_videos, trt_options=trt_options,
-        triton=triton, triton_max_batch=max_batch or TrtOptions().max_batch, verify=verify,
-        allow_drop=allow_drop, max_drop=max_drop)
-    console.print(f"[green]bundle written:[/] {_p(outcome.bundle)}", soft_wrap=True)
-    console.print(f"next: hamnet detect FEATURES --model {_p(outcome.bundle)}", soft_wrap=True, highlight=False)
+    with RichReporter(console) as report:
+        outcome = run_export(checkpoint, out, options, report=report)
+    console.print(f"next: hamnet detect FEATURES --model {p(outcome.bundle)}", soft_wrap=True, highlight=False)
     if outcome.trt_error:
-        err_console.print(f"[bold red]error:[/] {escape(outcome.trt_error)} (bundle without engines: "
-                          f"{_p(outcome.bundle)})", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {p(outcome.trt_error)} (bundle without engines: "
+                          f"{p(outcome.bundle)})", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
 

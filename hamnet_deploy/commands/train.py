@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from hamnet_deploy.console import console, handle_errors, import_torch
+from hamnet_deploy.reporting import RichReporter
 
 
 @handle_errors
@@ -60,7 +61,8 @@ def train_command(
     console.print(f"[bold]run:[/] {run_dir}  recipe {cfg.recipe}, {cfg.epochs} epochs"
                   + (f", ablation {cfg.ablation}" if cfg.ablation else "") + (" (resuming)" if resume else ""))
     try:
-        outcome = train(cfg, dataset, run_dir, resume=resume is not None, console=console, progress=not quiet)
+        with RichReporter(console, progress=not quiet) as report:
+            outcome = train(cfg, dataset, run_dir, resume=resume is not None, report=report)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]; the last finished epoch is saved: hamnet train --resume {run_dir}")
         raise typer.Exit(130) from None

@@ -1,13 +1,12 @@
 """Inference backends behind one runner contract (Polygraphy-style).
 
-Every runner takes a model file and its manifest entry and exposes::
+- `base.BaseRunner`: the life cycle (activate, infer, deactivate, context manager) and
+  every input/output check; a backend writes only `activate_impl`, `infer_impl`,
+  `deactivate_impl`.
+- `registry`: the one table of backends (name, model file, devices, probe, factory,
+  auto rank), read by `--backend auto`, the CLI's choices, `hamnet doctor`, `hamnet bench`.
+- `select.select_runner`: the backend for a model here, and why.
 
-    runner = Runner(path, manifest_entry)
-    runner.activate()                      # load libraries, allocate, may raise BackendUnavailable
-    cas, attention = runner.infer(features)  # [B, T, D] float32 -> [B, T, C+1], [B, T, 1]
-    runner.deactivate()                    # free everything; idempotent
-
-and works as a context manager (`with Runner(...) as r:`). Attributes: `name`,
-`max_t`, `max_batch`, `input_dim`. Each backend imports its library (onnxruntime,
-tensorrt, ...) lazily inside `activate`, so importing this package needs NumPy only.
+Each backend imports its library (onnxruntime, tensorrt) lazily inside `activate`, so
+importing this package needs NumPy only.
 """

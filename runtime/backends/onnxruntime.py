@@ -1,10 +1,8 @@
 """ONNX Runtime runner: the bundle's `model.onnx` (or `model.int8.onnx`) on the CPU, CUDA or
 ONNX Runtime's TensorRT execution provider.
 
-Contract shared by every backend (see `runtime.backends`): ``OnnxRuntimeRunner(model_path,
-manifest_entry)``, ``activate()``, ``infer(features [B, T, D] float32) -> (cas [B, T, C+1],
-attention [B, T, 1])``, ``deactivate()``, context manager; attributes ``name``, ``max_t``,
-``max_batch``, ``input_dim``.
+The life cycle and the input checks are `runtime.backends.base.BaseRunner`'s; this
+module writes the `*_impl` methods.
 
 - `onnxruntime` is imported inside `activate()`. `onnxruntime` (CPU) and
   `onnxruntime-gpu` install the same module; only the providers of the one installed
@@ -16,12 +14,11 @@ attention [B, T, 1])``, ``deactivate()``, context manager; attributes ``name``, 
   shape error in the middle of a run.
 - ONNX Runtime's TensorRT provider builds its engine on the first run (slow) and caches
   it (`trt_engine_cache_path`); its optimisation profile bounds T and batch like a
-  native engine, so `max_t`/`max_batch` are set from it and the inference driver chunks.
+  native engine, so the runner's `profile` is set from it and the inference driver chunks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from hamnet_deploy.runtime.backends.base import BaseRunner
 from hamnet_deploy.runtime.cache import cache_root
-from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
+from hamnet_deploy.runtime.fileio import sha256_file
 from hamnet_deploy.runtime.profile import Profile
 from hamnet_deploy.runtime.settings import Settings, option
 
@@ -166,7 +165,7 @@ def _field(spec: Any, key: str) -> Any:
     return spec.get(key) if isinstance(spec, Mapping) else getattr(spec, key, None)
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(BaseRunner):
     """Runs one ONNX model of a bundle with ONNX Runtime.
 
     Args:
@@ -175,15 +174,19 @@ class OnnxRuntimeRunner:
             output names, shapes, sha256. Optional: without it only the graph is checked.
         device: "cpu", "cuda" or "tensorrt" (ONNX Runtime's TensorRT provider).
         threads: intra-op threads (default: the usable cores).
-        trt: options of the TensorRT provider (device "tensorrt").
+        trt: options of the TensorRT provider (device "tensorrt"); its profile bounds the
+            shapes like a native engine's, so the inference driver chunks.
         feature_dim: D, when the entry does not say.
         verify: check the file's SHA-256 against the entry before loading (`load_bundle`
             already did; pass False then).
     """
 
+    name = "onnxruntime"
+
     def __init__(self, model_path: str | os.PathLike, manifest_entry: Any = None, *, device: str = "cpu",
                  threads: int | None = None, trt: OrtTensorRTOptions | None = None,
                  feature_dim: int | None = None, verify: bool = True) -> None:
+        super().__init__()
         if device not in DEVICES:
             raise ConfigError(f"ONNX Runtime device {device!r}: choose one of {', '.join(DEVICES)}")
         if threads is not None and int(threads) < 1:
@@ -200,49 +203,33 @@ class OnnxRuntimeRunner:
         if dim is None and inputs:
             shape = list(_field(inputs[0], "shape") or [])
             dim = shape[-1] if shape and isinstance(shape[-1], int) else None
-        self.input_dim: int | None = int(dim) if dim else None
+        self.input_dim = int(dim) if dim else None
         self.precision = str(_field(manifest_entry, "precision") or "fp32") if manifest_entry else "fp32"
-        self.name = "onnxruntime" if self.precision != "int8" else "onnxruntime-int8"
-        self.max_t: int | None = self.trt.max_t if device == "tensorrt" else None
-        self.max_batch: int | None = self.trt.max_batch if device == "tensorrt" else None
-        self.min_t = 1
+        self.name = ("onnxruntime-tensorrt" if device == "tensorrt" else
+                     "onnxruntime-int8" if self.precision == "int8" else "onnxruntime")
+        self.profile = self.trt.profile if device == "tensorrt" else None
         self.providers: list[str] = []  # what the session actually uses, after activate()
         self._session: Any = None
         self._outputs: list[str] = []
 
-    # ------------------------------------------------------------ lifecycle
     @property
-    def is_active(self) -> bool:
-        return self._session is not None
-
-    def __enter__(self) -> OnnxRuntimeRunner:
-        return self.activate()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.deactivate()
-
-    def __repr__(self) -> str:
-        return (f"OnnxRuntimeRunner({str(self.model_path)!r}, device={self.device}, threads={self.threads}, "
-                f"{'active: ' + ', '.join(self.providers) if self.is_active else 'inactive'})")
+    def what(self) -> str:
+        return self.model_path.name
 
     def describe(self) -> str:
         """One line: file, precision, providers, threads."""
         providers = ", ".join(self.providers) if self.providers else self.device
         return f"{self.model_path.name} ({self.precision}) on {providers}, {self.threads} threads"
 
-    def activate(self) -> OnnxRuntimeRunner:
+    def activate_impl(self) -> None:
         """Create the InferenceSession and check its input/outputs against the manifest."""
-        if self._session is not None:
-            return self
         ort = import_onnxruntime()
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file missing; re-export the bundle with hamnet export")
         expected = _field(self.entry, "sha256") if self.entry is not None else None
-        if self.verify and expected:
-            digest = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
-            if digest != expected:
-                raise BundleError(f"{self.model_path}: checksum does not match the manifest: the file was "
-                                  "modified or damaged; re-export the bundle")
+        if self.verify and expected and sha256_file(self.model_path) != expected:
+            raise BundleError(f"{self.model_path}: checksum does not match the manifest: the file was "
+                              "modified or damaged; re-export the bundle")
         available = list(ort.get_available_providers())
         providers = provider_list(self.device, available, self.input_name or "features", self.input_dim,
                                   self.trt, getattr(ort, "__version__", None))
@@ -255,9 +242,8 @@ class OnnxRuntimeRunner:
         try:
             session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"{self.model_path}: ONNX Runtime cannot load the model ({first}); re-export "
-                              "the bundle") from None
+            raise BundleError(f"{self.model_path}: ONNX Runtime cannot load the model ({_first_line(exc)}); "
+                              "re-export the bundle") from None
         used = list(session.get_providers())
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if wanted not in used:
@@ -266,7 +252,6 @@ class OnnxRuntimeRunner:
                                      "or run with --device cpu")
         self._check_io(session)
         self._session, self.providers = session, used
-        return self
 
     def _check_io(self, session: Any) -> None:
         where = self.model_path
@@ -303,37 +288,20 @@ class OnnxRuntimeRunner:
             raise BundleError(f"{where}: the graph's outputs {names} differ from the manifest's {declared}; "
                               "re-export the bundle")
 
-    def deactivate(self) -> None:
-        """Drop the session (ONNX Runtime frees its memory). Idempotent."""
+    def deactivate_impl(self) -> None:
+        """Drop the session (ONNX Runtime frees its memory)."""
         self._session = None
         self.providers = []
 
-    # ------------------------------------------------------------ inference
-    def infer(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """features [B, T, D] float32 -> (cas [B, T, C+1], attention [B, T, 1]), float32."""
-        if self._session is None:
-            raise BackendUnavailable("OnnxRuntimeRunner.infer called before activate(); use `with runner:` "
-                                     "or call activate() first")
-        x = features
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            kind = getattr(x, "dtype", type(x).__name__)
-            raise DataError(f"features must be a float32 NumPy array, got {kind}; convert with "
-                            "features.astype(np.float32)")
-        if x.ndim != 3:
-            raise DataError(f"features must be [batch, T, D], got shape {x.shape}")
-        batch, T, dim = x.shape
-        if self.input_dim is not None and dim != self.input_dim:
-            raise DataError(f"features are {dim}-D but {self.model_path.name} takes {self.input_dim}-D; use the "
-                            "feature extractor the model was trained with")
-        if batch < 1 or T < 1:
-            raise DataError(f"features of shape {x.shape} are empty; every video needs at least one snippet")
-        if self.max_t is not None and (T > self.max_t or batch > (self.max_batch or batch)):
-            raise DataError(f"input of batch {batch} and T = {T} is outside the TensorRT provider's profile "
-                            f"(batch <= {self.max_batch}, T <= {self.max_t}); split the video into chunks")
+    def infer_impl(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
-            cas, att = self._session.run(self._outputs, {self.input_name: np.ascontiguousarray(x)})
+            cas, att = self._session.run(self._outputs, {self.input_name: features})
         except Exception as exc:  # onnxruntime's own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendUnavailable(f"ONNX Runtime failed on input {tuple(x.shape)} ({first}); lower "
-                                     "--batch-size/--max-t or run with --device cpu") from None
-        return np.asarray(cas, dtype=np.float32), np.asarray(att, dtype=np.float32)
+            raise BackendUnavailable(f"ONNX Runtime failed on input {tuple(features.shape)} ({_first_line(exc)}); "
+                                     "lower --batch-size/--max-t or run with --device cpu") from None
+        return cas, att
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,22 +1,19 @@
 """TensorRT runner: a serialized engine from the bundle, run on a CUDA GPU.
 
-Contract shared by every backend (see `runtime.backends`): ``TensorRTRunner(engine_path,
-manifest_entry)``, ``activate()``, ``infer(features [B, T, D] float32) -> (cas [B, T, C+1],
-attention [B, T, 1])``, ``deactivate()``, context manager; attributes ``name``,
-``max_t``, ``max_batch``, ``input_dim``.
+The life cycle and the input checks (shape against the engine's profile included) are
+`runtime.backends.base.BaseRunner`'s; this module writes the `*_impl` methods.
 
 - `tensorrt` is imported inside `activate()`, so importing this module needs NumPy only
-  (CPU machines, CI). No PyTorch either: device buffers come from cuda-python
-  (`cuda.bindings.runtime`, or the older `cuda.cudart`) when installed, else from the
-  CUDA driver library through ctypes (present wherever an NVIDIA driver is, Jetson
-  included). Everything runs on one non-default stream.
+  (CPU machines, CI). No PyTorch either: device buffers come from
+  `runtime.backends.cuda_memory`. Everything runs on one non-default stream.
 - Before deserializing, the manifest entry is checked against the installed TensorRT
   and the GPU (`runtime.trt_compat.check_engine_compatible`) and the file against its
   SHA-256, so a stale engine is a clear BundleError, not a TensorRT crash.
 - Shapes are checked against the engine's optimisation profile *before* running: a
   shape outside it raises `ShapeOutsideProfile` (TensorRT would fail in
-  `set_input_shape`; it never clamps). Chunking long videos is the caller's job. A
-  batch smaller than a static (DLA) engine's batch is padded with zero rows.
+  `set_input_shape`; it never clamps). Chunking long videos is the caller's job
+  (`runtime.inference`). A batch smaller than a static (DLA) engine's batch is padded
+  with zero rows.
 - TensorRT 8.5+ / 10.x / 11.x use the named-tensor API (`num_io_tensors`,
   `set_input_shape`, `set_tensor_address`, `execute_async_v3`); 8.0-8.4 the bindings
   API (`get_binding_index`, `set_binding_shape`, `execute_async_v2`). The choice is
@@ -25,16 +22,24 @@ attention [B, T, 1])``, ``deactivate()``, context manager; attributes ``name``,
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hamnet_deploy.runtime.devices import cuda_devices, cuda_ok, load_cudart, load_libcuda
+from hamnet_deploy.runtime.backends import cuda_memory
+from hamnet_deploy.runtime.backends.base import BaseRunner
+from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
-from hamnet_deploy.runtime.trt_compat import as_entry, check_engine_compatible, check_profile
+from hamnet_deploy.runtime.trt_compat import as_entry, check_engine_compatible
+
+
+def cuda_memory_api() -> Any:
+    """The device-memory helper (`runtime.backends.cuda_memory`); a seam for tests."""
+    return cuda_memory.cuda_memory_api()
+
 
 TRT_RUNTIME_MISSING = ("TensorRT is not installed: pip install 'hamnet-deploy[trt]' on an NVIDIA GPU "
                        "machine, or JetPack's python3-libnvinfer on Jetson (virtualenv with "
@@ -52,147 +57,6 @@ def import_tensorrt(missing_message: str = TRT_RUNTIME_MISSING) -> Any:
                                  "CUDA libraries match the driver (nvidia-smi), or run with "
                                  "--backend onnxruntime") from exc
     return trt
-
-
-# --------------------------------------------------------------------------- #
-#                               CUDA memory                                   #
-# --------------------------------------------------------------------------- #
-class _CudaPythonMemory:
-    """Device memory and streams through cuda-python's runtime API."""
-
-    source = "cuda-python"
-
-    def __init__(self, cudart: Any) -> None:
-        self.rt = cudart
-        self._h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-
-    def _check(self, result: Any, what: str) -> Any:
-        err = result[0] if isinstance(result, tuple) else result
-        if not cuda_ok(err):
-            raise BackendUnavailable(f"CUDA {what} failed ({err}); check the GPU with nvidia-smi "
-                                     "(or tegrastats on Jetson)")
-        if isinstance(result, tuple) and len(result) > 1:
-            return result[1]
-        return None
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._check(self.rt.cudaMalloc(max(1, int(nbytes))), "cudaMalloc"))
-
-    def free(self, ptr: int) -> None:
-        self.rt.cudaFree(ptr)
-
-    def stream_create(self) -> Any:
-        return self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream)
-
-    def stream_destroy(self, stream: Any) -> None:
-        self.rt.cudaStreamDestroy(stream)
-
-    def h2d_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
-        self._check(self.rt.cudaMemcpyAsync(dst, host.ctypes.data, nbytes, self._h2d, stream),
-                    "cudaMemcpyAsync (host to device)")
-
-    def d2h_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
-        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, src, nbytes, self._d2h, stream),
-                    "cudaMemcpyAsync (device to host)")
-
-    def h2d(self, dst: int, host: np.ndarray, nbytes: int) -> None:
-        self._check(self.rt.cudaMemcpy(dst, host.ctypes.data, nbytes, self._h2d), "cudaMemcpy")
-
-    def synchronize(self, stream: Any) -> None:
-        self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-
-
-class _DriverMemory:
-    """Device memory and streams through the CUDA driver API (libcuda via ctypes).
-
-    Works in the device's primary context, the one the CUDA runtime (and so
-    TensorRT) uses, so pointers are interchangeable with TensorRT's.
-    """
-
-    source = "cuda-driver"
-    _CU_STREAM_NON_BLOCKING = 1
-
-    def __init__(self, lib: Any, device: int = 0) -> None:
-        self.lib = lib
-        u64, size_t, vp = ctypes.c_uint64, ctypes.c_size_t, ctypes.c_void_p
-        lib.cuMemAlloc_v2.argtypes = [ctypes.POINTER(u64), size_t]
-        lib.cuMemFree_v2.argtypes = [u64]
-        lib.cuMemcpyHtoDAsync_v2.argtypes = [u64, vp, size_t, vp]
-        lib.cuMemcpyDtoHAsync_v2.argtypes = [vp, u64, size_t, vp]
-        lib.cuMemcpyHtoD_v2.argtypes = [u64, vp, size_t]
-        lib.cuStreamCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_uint]
-        lib.cuStreamSynchronize.argtypes = [vp]
-        lib.cuStreamDestroy_v2.argtypes = [vp]
-        lib.cuDevicePrimaryCtxRetain.argtypes = [ctypes.POINTER(vp), ctypes.c_int]
-        lib.cuCtxSetCurrent.argtypes = [vp]
-        self._check(lib.cuInit(0), "cuInit")
-        dev = ctypes.c_int(0)
-        self._check(lib.cuDeviceGet(ctypes.byref(dev), int(device)), "cuDeviceGet")
-        self._device = dev.value
-        ctx = vp()
-        self._check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), self._device), "cuDevicePrimaryCtxRetain")
-        self._check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-
-    def _check(self, code: int, what: str) -> None:
-        if code != 0:
-            text = ctypes.c_char_p()
-            getter = getattr(self.lib, "cuGetErrorString", None)
-            if getter is not None:
-                getter(code, ctypes.byref(text))
-            detail = text.value.decode() if text.value else f"error {code}"
-            raise BackendUnavailable(f"CUDA {what} failed ({detail}); check the GPU with nvidia-smi "
-                                     "(or tegrastats on Jetson)")
-
-    def malloc(self, nbytes: int) -> int:
-        ptr = ctypes.c_uint64(0)
-        self._check(self.lib.cuMemAlloc_v2(ctypes.byref(ptr), max(1, int(nbytes))), "cuMemAlloc")
-        return int(ptr.value)
-
-    def free(self, ptr: int) -> None:
-        self.lib.cuMemFree_v2(ptr)
-
-    def stream_create(self) -> Any:
-        stream = ctypes.c_void_p()
-        self._check(self.lib.cuStreamCreate(ctypes.byref(stream), self._CU_STREAM_NON_BLOCKING),
-                    "cuStreamCreate")
-        return stream
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.value or 0)
-
-    def stream_destroy(self, stream: Any) -> None:
-        self.lib.cuStreamDestroy_v2(stream)
-
-    def h2d_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
-        self._check(self.lib.cuMemcpyHtoDAsync_v2(dst, host.ctypes.data, nbytes, stream), "cuMemcpyHtoDAsync")
-
-    def d2h_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
-        self._check(self.lib.cuMemcpyDtoHAsync_v2(host.ctypes.data, src, nbytes, stream), "cuMemcpyDtoHAsync")
-
-    def h2d(self, dst: int, host: np.ndarray, nbytes: int) -> None:
-        self._check(self.lib.cuMemcpyHtoD_v2(dst, host.ctypes.data, nbytes), "cuMemcpyHtoD")
-
-    def synchronize(self, stream: Any) -> None:
-        self._check(self.lib.cuStreamSynchronize(stream), "cuStreamSynchronize")
-
-
-def cuda_memory_api() -> Any:
-    """Device-memory helper: cuda-python when importable, else the CUDA driver via ctypes.
-
-    Raises BackendUnavailable when neither exists (no NVIDIA driver on this machine).
-    """
-    cudart = load_cudart()
-    if cudart is not None:
-        return _CudaPythonMemory(cudart)
-    lib = load_libcuda()
-    if lib is None:
-        raise BackendUnavailable("no CUDA driver found (libcuda): TensorRT needs an NVIDIA GPU with its "
-                                 "driver; pip install cuda-python, or run with --backend onnxruntime")
-    return _DriverMemory(lib)
 
 
 # --------------------------------------------------------------------------- #
@@ -292,21 +156,13 @@ def _engine_io(trt: Any, engine: Any, context: Any) -> _TensorIO | _BindingIO:
 # --------------------------------------------------------------------------- #
 #                                   runner                                    #
 # --------------------------------------------------------------------------- #
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class TensorRTRunner:
+class TensorRTRunner(BaseRunner):
     """Runs one TensorRT engine of a bundle.
 
     Args:
         engine_path: the engine file (the bundle's `engines[i].file`).
-        manifest_entry: its manifest entry (dict or `runtime.bundle.EngineEntry`): TensorRT
-            version, GPU, compute capability, precision, profile, dla_core, ...
+        manifest_entry: its manifest entry (`runtime.manifest.EngineEntry` or its dict):
+            TensorRT version, GPU, compute capability, precision, profile, dla_core, ...
         verify: check the file's SHA-256 against the entry before loading.
 
     Runs on CUDA device 0 of those visible (select another with CUDA_VISIBLE_DEVICES).
@@ -315,38 +171,36 @@ class TensorRTRunner:
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, manifest_entry: Any, verify: bool = True) -> None:
+        super().__init__()
         self.engine_path = Path(engine_path)
         self.entry = as_entry(manifest_entry)
-        p = self.entry.profile
-        self.min_t, self.opt_t, self.max_t = p.min_t, p.opt_t, p.max_t
-        self.min_batch, self.max_batch = p.smallest_batch, p.max_batch
+        self.profile = self.entry.profile
         dim = self.entry.extra.get("input_dim")
-        self.input_dim: int | None = int(dim) if dim else None
+        self.input_dim = int(dim) if dim else None
         self.precision = self.entry.precision
         self.dla_core = self.entry.dla_core
         self.verify = verify
         self._state: dict[str, Any] | None = None
 
-    # ------------------------------------------------------------ lifecycle
     @property
-    def is_active(self) -> bool:
-        return self._state is not None
+    def opt_t(self) -> int:
+        return self.profile.opt_t
 
-    def __enter__(self) -> TensorRTRunner:
-        return self.activate()
+    @property
+    def min_batch(self) -> int:
+        return self.profile.smallest_batch
 
-    def __exit__(self, *exc: Any) -> None:
-        self.deactivate()
+    @property
+    def what(self) -> str:
+        return f"the engine {self.engine_path.name}"
 
-    def __repr__(self) -> str:
-        return (f"TensorRTRunner({str(self.engine_path)!r}, precision={self.precision}, "
-                f"T {self.min_t}..{self.max_t}, batch {self.min_batch}..{self.max_batch}, "
-                f"{'active' if self.is_active else 'inactive'})")
+    def describe(self) -> str:
+        p = self.profile
+        return (f"{self.engine_path.name} ({self.precision}), T {p.min_t}..{p.max_t}, batch "
+                f"{p.smallest_batch}..{p.max_batch}")
 
-    def activate(self) -> TensorRTRunner:
+    def activate_impl(self) -> None:
         """Check compatibility, deserialize the engine, allocate buffers at the profile maxima."""
-        if self._state is not None:
-            return self
         trt = import_tensorrt()
         if not self.engine_path.is_file():
             raise BundleError(f"{self.engine_path}: engine file missing; re-export the bundle or run "
@@ -358,8 +212,7 @@ class TensorRTRunner:
         gpu = devices[0]
         check_engine_compatible(self.entry, trt.__version__, gpu["name"], gpu["compute_capability"])
         data = self.engine_path.read_bytes()
-        expected = self.entry.sha256
-        if self.verify and expected and hashlib.sha256(data).hexdigest() != expected:
+        if self.verify and hashlib.sha256(data).hexdigest() != self.entry.sha256:
             raise BundleError(f"{self.engine_path}: checksum does not match the manifest: the engine was "
                               "modified or damaged; re-export the bundle")
         cuda = cuda_memory_api()
@@ -390,7 +243,6 @@ class TensorRTRunner:
             self._release(state)
             raise
         self._state = state
-        return self
 
     def _bind_io(self, state: dict[str, Any], io: _TensorIO | _BindingIO) -> None:
         if len(io.inputs) != 1 or len(io.outputs) != 2:
@@ -407,11 +259,12 @@ class TensorRTRunner:
                               f"{self.input_dim}; re-export the bundle")
         self.input_dim = dim
         # The engine's own profile is authoritative; the manifest copy must agree.
+        p = self.profile
         engine_limits = (int(mins[1]), int(maxs[1]), int(mins[0]), int(maxs[0]))
-        if engine_limits != (self.min_t, self.max_t, self.min_batch, self.max_batch):
+        if engine_limits != (p.min_t, p.max_t, p.smallest_batch, p.max_batch):
             raise BundleError(f"{self.engine_path}: the engine's profile (T {mins[1]}..{maxs[1]}, batch "
-                              f"{mins[0]}..{maxs[0]}) differs from the manifest's (T {self.min_t}.."
-                              f"{self.max_t}, batch {self.min_batch}..{self.max_batch}); re-export the bundle")
+                              f"{mins[0]}..{maxs[0]}) differs from the manifest's (T {p.min_t}.."
+                              f"{p.max_t}, batch {p.smallest_batch}..{p.max_batch}); re-export the bundle")
         outputs = list(io.outputs)
         if set(outputs) >= {"cas", "attention"}:
             outputs = ["cas", "attention"]
@@ -439,10 +292,8 @@ class TensorRTRunner:
         cuda = state.get("cuda")
         if cuda is not None:
             if state.get("stream") is not None:
-                try:
+                with contextlib.suppress(Exception):
                     cuda.synchronize(state["stream"])
-                except Exception:
-                    pass
                 cuda.stream_destroy(state["stream"])
             for ptr in state.get("buffers", {}).values():
                 cuda.free(ptr)
@@ -451,48 +302,29 @@ class TensorRTRunner:
             state.pop(key, None)
         state.clear()
 
-    def deactivate(self) -> None:
-        """Free device buffers, the stream, the context and the engine. Idempotent."""
+    def deactivate_impl(self) -> None:
+        """Free device buffers, the stream, the context and the engine."""
         state, self._state = self._state, None
         if state is not None:
             self._release(state)
 
-    # ------------------------------------------------------------ inference
     def check_shape(self, batch: int, T: int) -> None:
         """Raise ShapeOutsideProfile unless [batch, T, D] fits the engine's profile."""
-        check_profile(self.entry, batch, T)
+        self.profile.require(batch, T, self.what)
 
-    def infer(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """features [B, T, D] float32 -> (cas [B, T, C+1], attention [B, T, 1]), float32.
-
-        Raises ShapeOutsideProfile (a DataError) when B or T is outside the engine's
-        profile: split long videos into chunks first.
-        """
-        if self._state is None:
-            raise BackendUnavailable("TensorRTRunner.infer called before activate(); use `with runner:` "
-                                     "or call activate() first")
-        x = np.asarray(features)
-        if x.ndim != 3:
-            raise DataError(f"features must be [batch, T, D], got shape {x.shape}")
+    def infer_impl(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, T, dim = (int(s) for s in x.shape)
-        if dim != self.input_dim:
-            raise DataError(f"features are {dim}-D but the engine {self.engine_path.name} takes "
-                            f"{self.input_dim}-D; use the feature extractor the model was trained with")
-        self.check_shape(batch, T)
         run_batch = max(batch, self.min_batch)
-        x = np.ascontiguousarray(x, dtype=np.float32)
         if run_batch > batch:  # static-batch (DLA) engine: pad with independent zero rows
             x = np.concatenate([x, np.zeros((run_batch - batch, T, dim), np.float32)], axis=0)
         st = self._state
+        assert st is not None
         io, cuda, stream = st["io"], st["cuda"], st["stream"]
         if not io.set_input_shape(st["input"], (run_batch, T, dim)):
             raise DataError(f"TensorRT refused input shape {(run_batch, T, dim)} for {self.engine_path.name} "
-                            f"(profile T {self.min_t}..{self.max_t}, batch {self.min_batch}..{self.max_batch}); "
-                            "split the video into chunks")
+                            f"({self.describe()}); split the video into chunks")
         cuda.h2d_async(st["buffers"][st["input"]], x, x.nbytes, stream)
-        hosts = []
-        for name in st["outputs"]:
-            hosts.append(np.empty(io.output_shape(name), dtype=io.dtype(name)))
+        hosts = [np.empty(io.output_shape(name), dtype=io.dtype(name)) for name in st["outputs"]]
         if not io.execute(cuda.stream_handle(stream)):
             cuda.synchronize(stream)
             raise BackendUnavailable(f"TensorRT failed to run {self.engine_path.name} (see the TensorRT log "
@@ -500,5 +332,5 @@ class TensorRTRunner:
         for name, host in zip(st["outputs"], hosts, strict=True):
             cuda.d2h_async(host, st["buffers"][name], host.nbytes, stream)
         cuda.synchronize(stream)
-        cas, attention = (np.asarray(h[:batch], dtype=np.float32) for h in hosts)
+        cas, attention = (h[:batch] for h in hosts)
         return cas, attention

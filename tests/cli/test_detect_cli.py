@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     data = root / "synth"
     generate_dataset(data, SynthConfig(videos=16, dim=D, num_classes=C, seed=3))
     run = root / "run"
-    train(load_recipe("thumos14").with_overrides(SMALL), load_dataset(data), run, progress=False)
+    train(load_recipe("thumos14").with_overrides(SMALL), load_dataset(data), run)
     last = json.loads((run / METRICS_FILE).read_text().splitlines()[-1])
     bundle = root / "bundle"
     result = invoke("export", run, "--out", bundle, "--skip-parity-long")
@@ -149,7 +149,7 @@ def read_results_via(trained, out, video, *args):
     (["--backend", "tensorrt"], "no TensorRT engine"),
     (["--backend", "onnxruntime-int8"], "--int8-cpu"),
     (["--max-t", "4"], "exceed twice the receptive radius"),
-    (["--fp16"], "--device tensorrt"),
+    (["--fp16"], "--backend onnxruntime-tensorrt"),
 ])
 def test_usage_errors_exit_2(trained, args, needle):
     result = detect(trained, trained["test_files"][0], *args)

@@ -17,13 +17,15 @@ from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
 from hamnet_deploy.cli import app
-from hamnet_deploy.export.parity import ort_runner, random_features, torch_runner
+from hamnet_deploy.export.parity import random_features
+from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
 from hamnet_deploy.training.checkpoint import save_checkpoint
 from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
 from hamnet_deploy.training.model import HamNet
 from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+from hamnet_deploy.training.torch_runner import TorchRunner
 
 D, C = 16, 3
 CLASSES = ["Class00", "Class01", "Class02"]
@@ -89,10 +91,11 @@ def test_export_end_to_end(run, synth, tmp_path):
     from hamnet_deploy.training.checkpoint import load_model
 
     x = random_features(2, 50, D)
-    ref = torch_runner(load_model(run).model)(x)
-    got = ort_runner(bundle.model_path())(x)
-    np.testing.assert_allclose(got["cas"], ref["cas"], atol=1e-4)
-    assert ort_runner(bundle.model_path("onnx_int8"))(x)["cas"].shape == (2, 50, C + 1)
+    with TorchRunner.from_model(load_model(run).model) as torch_runner:
+        ref = torch_runner.infer(x)
+    with OnnxRuntimeRunner(bundle.model_path()) as ort, OnnxRuntimeRunner(bundle.model_path("onnx_int8")) as q:
+        np.testing.assert_allclose(ort.infer(x)[0], ref[0], atol=1e-4)
+        assert q.infer(x)[0].shape == (2, 50, C + 1)
     # Triton repository
     for name in ("hamnet", "hamnet_int8"):
         cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -129,7 +132,7 @@ def test_default_out_force_and_epoch_folder(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--int8-cpu"], "--int8-cpu needs calibration data"),
+    (["--int8-cpu"], "--int8-cpu: needs calibration data"),
     (["--fp16"], "--fp16 applies to --trt"),
     (["--min-t", "4"], "--min-t applies to --trt"),
     (["--trt", "--min-t", "10", "--opt-t", "5"], "--min-t <= --opt-t <= --max-t"),
@@ -137,7 +140,7 @@ def test_default_out_force_and_epoch_folder(tmp_path):
     (["--trt", "--dla", "0"], "FP16 or INT8"),
     (["--opset", "99"], "--opset 99"),
     (["--calib", "nowhere"], "--calib applies to --int8-cpu or --trt"),
-    (["--trt", "--calib", "nowhere"], "--calib is for INT8"),
+    (["--trt", "--calib", "nowhere"], "--calib nowhere: is for INT8"),
     (["--int8-cpu", "--calib", "nowhere"], "--calib nowhere: not found"),
     (["--max-drop", "2"], "--verify"),
 ])
@@ -176,7 +179,7 @@ def test_trt_without_tensorrt_still_writes_the_bundle(run, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "hamnet_deploy.export.tensorrt_build", None)
     result = invoke(run, "--out", tmp_path / "b2", "--trt", "--skip-parity-long")
     assert result.exit_code == 2
-    assert "TensorRT engines were not built" in result.output and "bundle without engines" in result.output
+    assert "TensorRT engine skipped" in result.output and "bundle without engines" in result.output
     assert sorted(os.listdir(tmp_path / "b2")) == ["manifest.json", "model.onnx"]
     load_bundle(tmp_path / "b2")
 

@@ -20,7 +20,8 @@ from hamnet_deploy.export.int8_cpu import (
     quantize_int8_cpu,
 )
 from hamnet_deploy.export.onnx_export import export_onnx, read_metadata
-from hamnet_deploy.export.parity import compare, ort_runner, random_features
+from hamnet_deploy.export.parity import compare, random_features
+from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.training.data import load_dataset
 from hamnet_deploy.training.model import HamNet
@@ -103,12 +104,13 @@ def test_quantized_graph(quantized):
 
 def test_quantized_model_runs_close_to_fp32(quantized):
     _, fp32, result, feats = quantized
-    run8 = ort_runner(result.path)
-    for b, t in ((1, 1), (4, 37), (1, 2615)):
-        out = run8(random_features(b, t, D))
-        assert out["cas"].shape == (b, t, C + 1) and out["attention"].shape == (b, t, 1)
-        assert np.isfinite(out["cas"]).all()
-    report = compare(ort_runner(fp32), run8, feature_dim=D, name="int8", atol=0.0, rtol=0.1,
+    run8 = OnnxRuntimeRunner(result.path)
+    with run8:
+        for b, t in ((1, 1), (4, 37), (1, 2615)):
+            cas, att = run8.infer(random_features(b, t, D))
+            assert cas.shape == (b, t, C + 1) and att.shape == (b, t, 1)
+            assert np.isfinite(cas).all()
+    report = compare(OnnxRuntimeRunner(fp32), run8, feature_dim=D, name="int8", atol=0.0, rtol=0.1,
                      inputs=[(f"video {i}", x[None]) for i, x in enumerate(feats)], enforced=False)
     cas_abs, cas_rel = report.worst("cas")
     att_abs, _ = report.worst("attention")
@@ -182,10 +184,10 @@ def test_accuracy_guard_passes_and_is_recorded(trained, synth, tmp_path):
 
 
 def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tmp_path, monkeypatch):
-    from hamnet_deploy.export import parity
+    from hamnet_deploy.export import verify
     from hamnet_deploy.runtime.bundle import load_bundle
 
-    monkeypatch.setattr(parity, "accuracy_guard", lambda ref, cands, max_drop: [
+    monkeypatch.setattr(verify, "accuracy_guard", lambda ref, cands, max_drop: [
         f"{cands[-1].name}: a drop of 5.00 points > --max-drop {max_drop:g}"])
     args = (trained, "--out", tmp_path / "b", "--int8-cpu", "--calib", synth, "--verify", synth,
             "--skip-parity-long", "--max-drop", "0.5")
@@ -201,10 +203,14 @@ def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tm
 
 
 def test_accuracy_guard_rule():
-    from hamnet_deploy.export.parity import TaskScore, accuracy_guard
+    from hamnet_deploy.export.verify import accuracy_guard
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.evaluation import DetectionResult
+    from hamnet_deploy.runtime.scoring import EvalSummary
 
     def score(name, avg):
-        return TaskScore(name, (0.5,), [avg], avg, 0.5)
+        result = DetectionResult((0.5,), ["a"], np.array([[avg]]), np.array([1]), np.array([1]), 1)
+        return EvalSummary(result, 0.5, Detections.empty(["a"]), name)
 
     ref = score("pytorch", 0.40)
     assert accuracy_guard(ref, [score("onnx", 0.40), score("onnx_int8", 0.392)], 1.0) == []

@@ -21,12 +21,12 @@ from hamnet_deploy.export.parity import (
     PARITY_LENGTHS,
     check_onnx_parity,
     compare,
-    ort_runner,
     parity_cases,
-    torch_runner,
 )
+from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from hamnet_deploy.runtime.errors import BundleError, ConfigError
 from hamnet_deploy.training.model import HamNet
+from hamnet_deploy.training.torch_runner import TorchRunner
 
 D, C = 16, 3
 CLASSES = ["jump", "run", "throw"]
@@ -85,11 +85,11 @@ def test_parity_at_every_length_and_batch(exported):
 
 def test_onnx_runs_outputs_of_the_right_shapes(exported):
     _, path, _ = exported
-    run = ort_runner(path)
-    for b, t in ((1, 1), (3, 5), (2, 1000)):
-        out = run(np.ones((b, t, D), np.float32))
-        assert out["cas"].shape == (b, t, C + 1) and out["attention"].shape == (b, t, 1)
-        assert ((out["attention"] > 0) & (out["attention"] < 1)).all()
+    with OnnxRuntimeRunner(path) as run:
+        for b, t in ((1, 1), (3, 5), (2, 1000)):
+            cas, att = run.infer(np.ones((b, t, D), np.float32))
+            assert cas.shape == (b, t, C + 1) and att.shape == (b, t, 1)
+            assert ((att > 0) & (att < 1)).all()
 
 
 def test_activitynet_pool_exports_with_parity(tmp_path):
@@ -104,7 +104,8 @@ def test_activitynet_pool_exports_with_parity(tmp_path):
 def test_a_different_model_fails_parity(exported):
     model, path, _ = exported
     other = _model(seed=1)
-    report = compare(torch_runner(other), ort_runner(path), [(1, 37), (4, 2)], feature_dim=D, name="wrong")
+    report = compare(TorchRunner.from_model(other), OnnxRuntimeRunner(path), [(1, 37), (4, 2)], feature_dim=D,
+                     name="wrong")
     assert not report.ok
     with pytest.raises(BundleError, match="outputs differ at batch"):
         report.raise_if_failed()

@@ -1090,14 +1090,14 @@ def test_runner_infer_named_tensor_api(fake_env, tiny_onnx, tmp_path):
             assert cas.dtype == att.dtype == np.float32
             np.testing.assert_allclose(cas, ref_cas)
             np.testing.assert_allclose(att, ref_att, rtol=1e-6)
-        # float64 input is converted, not rejected
-        cas, _ = r.infer(np.ones((1, 3, D)))
-        np.testing.assert_allclose(cas, fake_forward(np.ones((1, 3, D), np.float32), C + 1)[0])
+        # every runner takes float32 only (the one input check of BaseRunner)
+        with pytest.raises(DataError, match="float32"):
+            r.infer(np.ones((1, 3, D)))
     assert not runner.is_active
     cuda = fake_env.cuda
     assert not cuda.mem and cuda.streams == 0 and len(cuda.freed) == 3  # input + 2 outputs freed
     runner.deactivate()  # idempotent
-    assert fake.contexts[0].executions == 5
+    assert fake.contexts[0].executions == 4  # the float64 call was refused before TensorRT ran
 
 
 def test_runner_refuses_shapes_outside_profile_before_tensorrt(fake_env, tiny_onnx, tmp_path):
@@ -1217,8 +1217,10 @@ def test_calibrator_unavailable_on_trt11():
 
 
 def test_cuda_memory_api_without_driver(monkeypatch):
-    monkeypatch.setattr(trt_backend, "load_cudart", lambda: None)
-    monkeypatch.setattr(trt_backend, "load_libcuda", lambda: None)
+    from hamnet_deploy.runtime.backends import cuda_memory
+
+    monkeypatch.setattr(cuda_memory, "load_cudart", lambda: None)
+    monkeypatch.setattr(cuda_memory, "load_libcuda", lambda: None)
     with pytest.raises(BackendUnavailable, match="no CUDA driver"):
         trt_backend.cuda_memory_api()
 

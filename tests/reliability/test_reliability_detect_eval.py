@@ -33,8 +33,8 @@ D, C = 8, 2
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny dataset, an untrained 2-class model exported to a bundle, and a results file."""
-    from rich.console import Console
 
+    from hamnet_deploy.export.options import ExportOptions
     from hamnet_deploy.export.pipeline import run_export
     from hamnet_deploy.training.checkpoint import save_checkpoint
     from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
@@ -55,9 +55,7 @@ def env(tmp_path_factory):
     save_checkpoint(root / "run", 1, HamNet.from_config(cfg.model), None,
                     {"classes": ann["classes"], "config": cfg.to_dict(), "postprocess": PostprocessConfig().to_dict(),
                      "feature_dim": D, "num_classes": C})
-    run_export(root / "run", root / "bundle", Console(file=io.StringIO()), opset=17, force=False,
-               skip_parity_long=True, int8_cpu=False, calib=None, calib_videos=1, trt_options=None, triton=None,
-               triton_max_batch=1, verify=None, allow_drop=False, max_drop=1.0)
+    run_export(root / "run", root / "bundle", ExportOptions(skip_parity_long=True))
     video = sorted((data / "videos").iterdir())[0]
     results = root / "results.json"
     r = cli("detect", data / "videos", "--model", root / "bundle", "--out", results)

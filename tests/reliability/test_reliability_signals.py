@@ -117,7 +117,7 @@ def run(data, tmp_path_factory) -> Path:
     cfg = load_recipe("thumos14").with_overrides(["model.attention_dim=8", "data.num_snippets=8",
                                                      "data.batch_size=4", "eval_every=0", "device=cpu",
                                                      "epochs=2"])
-    train(cfg, load_dataset(data), out, progress=False)
+    train(cfg, load_dataset(data), out)
     return out
 
 

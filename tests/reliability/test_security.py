@@ -103,7 +103,7 @@ def env(tmp_path_factory):
     generate_dataset(root / "data", SynthConfig(videos=6, dim=D, num_classes=C, seed=6))
     cfg = load_recipe("thumos14").with_overrides(["model.attention_dim=8", "data.num_snippets=8",
                                                      "data.batch_size=4", "eval_every=0", "device=cpu", "epochs=1"])
-    train(cfg, load_dataset(root / "data"), root / "run", progress=False)
+    train(cfg, load_dataset(root / "data"), root / "run")
     result = cli("export", root / "run", "--out", root / "bundle", "--skip-parity-long")
     assert result.exit_code == 0, result.output
     return {"root": root, "data": root / "data", "run": root / "run", "bundle": root / "bundle",

@@ -26,7 +26,6 @@ from hamnet_deploy.runtime.backends.onnxruntime import (
     usable_cores,
 )
 from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
-from hamnet_deploy.runtime.backends.torch_backend import TorchRunner
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
 from hamnet_deploy.runtime.inference import Inference
@@ -35,6 +34,7 @@ from hamnet_deploy.runtime.profile import Profile
 from hamnet_deploy.training.checkpoint import save_checkpoint
 from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
 from hamnet_deploy.training.model import HamNet
+from hamnet_deploy.training.torch_runner import TorchRunner
 
 D, C = 16, 3
 CLASSES = ["a", "b", "c"]
@@ -215,7 +215,7 @@ def test_select_auto_on_a_cpu_machine(built):
     with sel.runner:
         assert sel.backend == "onnxruntime" and sel.runner.providers == [CPU]
         assert sel.reason.startswith("ONNX Runtime CPU")
-        assert "not TensorRT: no TensorRT engine" in sel.reason and "not ONNX Runtime CUDA" in sel.reason
+        assert "not tensorrt (cuda): no TensorRT engine" in sel.reason and "not onnxruntime (cuda)" in sel.reason
         assert sel.info.classes == CLASSES and sel.info.receptive_radius == 2 and sel.info.feature_dim == D
     sel = select_runner(built["bundle"], device="cpu", threads=1)
     with sel.runner:
@@ -237,9 +237,9 @@ def test_select_torch_from_checkpoint_or_bundle_source(built):
     with sel.runner:
         assert sel.backend == "torch" and "training checkpoint" in sel.reason
         assert sel.info.kind == "checkpoint" and sel.info.classes == CLASSES
-    sel = select_runner(built["bundle"], "torch", "cpu")
-    with sel.runner:
-        assert sel.backend == "torch" and sel.info.bundle is not None
+    # a bundle's recorded checkpoint is never loaded: only a checkpoint the user names
+    with pytest.raises(ConfigError, match="never loaded"):
+        select_runner(built["bundle"], "torch", "cpu")
     with pytest.raises(ConfigError, match="is a training checkpoint"):
         select_runner(built["run"], "onnxruntime")
 
@@ -268,7 +268,7 @@ def test_auto_prefers_a_matching_engine_and_falls_back(built, tmp_path, monkeypa
     # TensorRT itself is not importable here: auto notes why and runs ONNX Runtime
     sel = select_runner(bundle)
     with sel.runner:
-        assert sel.backend == "onnxruntime" and "not TensorRT: TensorRT is not installed" in sel.reason
+        assert sel.backend == "onnxruntime" and "not tensorrt (cuda): TensorRT is not installed" in sel.reason
     # with a runner that starts, the matching engine wins and the reason says why
     monkeypatch.setattr(TensorRTRunner, "activate", lambda self: self)
     sel = select_runner(bundle)

@@ -38,7 +38,7 @@ def _weights(run):
 
 def test_short_run_writes_checkpoint_metrics_and_config(small_data, tmp_path):
     data = load_dataset(small_data)
-    out = train(_cfg(["epochs=2", "eval_every=1"]), data, tmp_path / "run", progress=False)
+    out = train(_cfg(["epochs=2", "eval_every=1"]), data, tmp_path / "run")
     assert out.epochs == 2
     lines = [json.loads(x) for x in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
@@ -54,16 +54,16 @@ def test_existing_run_is_not_overwritten(small_data, tmp_path):
     from hamnet_deploy.runtime.errors import ConfigError
 
     data = load_dataset(small_data)
-    train(_cfg(["epochs=1"]), data, tmp_path / "run", progress=False)
+    train(_cfg(["epochs=1"]), data, tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):
-        train(_cfg(["epochs=1"]), data, tmp_path / "run", progress=False)
+        train(_cfg(["epochs=1"]), data, tmp_path / "run")
 
 
 def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     data = load_dataset(small_data)
-    train(_cfg(["epochs=4"]), data, tmp_path / "full", progress=False)
-    train(_cfg(["epochs=2"]), data, tmp_path / "part", progress=False)
-    train(_cfg(["epochs=4"]), data, tmp_path / "part", resume=True, progress=False)
+    train(_cfg(["epochs=4"]), data, tmp_path / "full")
+    train(_cfg(["epochs=2"]), data, tmp_path / "part")
+    train(_cfg(["epochs=4"]), data, tmp_path / "part", resume=True)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert a.keys() == b.keys()
     for k in a:
@@ -102,7 +102,7 @@ def test_eval_checkpoint_matches_trainer_report(small_data, tmp_path):
     from hamnet_deploy.cli import app
 
     data = load_dataset(small_data)
-    train(_cfg(["epochs=2"]), data, tmp_path / "run", progress=False)
+    train(_cfg(["epochs=2"]), data, tmp_path / "run")
     reported = json.loads((tmp_path / "run" / METRICS_FILE).read_text().splitlines()[-1])["eval"]
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), "--data", str(small_data),
                                       "--json", str(tmp_path / "ev.json")])
@@ -116,7 +116,7 @@ def test_eval_checkpoint_matches_trainer_report(small_data, tmp_path):
 
 def test_untrained_attention_localizes_with_the_cas():
     """BCL only (exp1) trains no attention: its post-processing uses the CAS foreground."""
-    from hamnet_deploy.training.inference import attention_trained, postprocess_config
+    from hamnet_deploy.training.evaluate import attention_trained, postprocess_config
 
     base = load_recipe("thumos14")
     for name, trained in (("exp1", False), ("exp2", True), ("exp5", True), ("exp11", True)):

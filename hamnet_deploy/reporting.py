@@ -1,0 +1,124 @@
+"""Events of the layers below (`runtime.events`) drawn on the terminal: progress bars for
+long jobs, a spinner per stage, tables for results. One reporter serves train and
+export; a command passes it as `report=`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hamnet_deploy import display
+from hamnet_deploy.runtime.events import Event
+
+
+class RichReporter:
+    """Shows events on `console`; `progress=False` (no terminal, `-q`) keeps only the
+    results and notes."""
+
+    def __init__(self, console: Console, progress: bool = True) -> None:
+        self.console = console
+        self.progress = progress and console.is_terminal
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._status: Any = None
+        self._started: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, "_" + event.name.replace(".", "_"), None)
+        if handler is not None:
+            handler(event)
+        elif event.kind == "stage":
+            self._stage(event)
+        elif event.kind in ("note", "warning", "result") and event.message:
+            self._line(event)
+
+    def close(self) -> None:
+        """Stop a live bar or spinner (also on errors)."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self) -> RichReporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ generic
+    @property
+    def out(self) -> Console:
+        return self._bar.console if self._bar is not None else self.console
+
+    def _line(self, event: Event) -> None:
+        style = {"warning": "[yellow]warning:[/] ", "note": ""}.get(event.kind, "")
+        self.out.print(style + display.p(event.message), highlight=False, soft_wrap=True)
+
+    def _stage(self, event: Event) -> None:
+        state = event.data.get("state")
+        if state == "start":
+            self._started[event.name] = time.perf_counter()
+            if self._status is None and self.console.is_terminal:
+                self._status = self.console.status(display.p(event.message))
+                self._status.start()
+            elif self._status is not None:
+                self._status.update(display.p(event.message))
+        elif state == "done":
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            if event.message:
+                self.out.print(f"[green]ok[/] {display.p(event.message)}", highlight=False, soft_wrap=True)
+
+    # ------------------------------------------------------------------ training
+    def _train_epoch_start(self, event: Event) -> None:
+        d = event.data
+        if self._bar is None:
+            self._bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
+                                 TextColumn("[cyan]{task.fields[rate]} snip/s"), TimeElapsedColumn(),
+                                 console=self.console, disable=not self.progress, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=d["steps"], epoch=d["epoch"], epochs=d["epochs"],
+                                            losses="", rate="-")
+        else:
+            self._bar.reset(self._task, total=d["steps"], epoch=d["epoch"], epochs=d["epochs"], losses="",
+                            rate="-")
+
+    def _train_step(self, event: Event) -> None:
+        if self._bar is None:
+            return
+        d = event.data
+        self._bar.update(self._task, completed=d["step"], rate=f"{d['snippets_per_s']:,.0f}",
+                         losses=" ".join(f"{k} {v:.3f}" for k, v in d["losses"].items()))
+
+    def _train_epoch(self, event: Event) -> None:
+        if not self.progress:  # without a bar: one readable line per epoch
+            d = event.data
+            r = d["record"]
+            losses = " ".join(f"{k} {v:.3f}" for k, v in r["loss"].items())
+            self.console.print(f"epoch {d['epoch']}/{d['epochs']}: {losses}, {r['snippets_per_s']:,.0f} snippets/s, "
+                               f"{r['seconds']:.1f} s", highlight=False, soft_wrap=True)
+
+    def _train_eval(self, event: Event) -> None:
+        self.out.print(f"[bold]epoch {event.data['epoch']}[/] test split:")
+        display.print_summary(event.data["summary"], self.out)
+
+    # ------------------------------------------------------------------ export
+    def _export_parity(self, event: Event) -> None:
+        report = event.data["report"]
+        self.out.print(display.parity_table(report))
+        if event.message:
+            self.out.print(f"[green]{display.p(event.message)}[/]" if report.ok or not report.enforced
+                           else display.p(event.message), highlight=False, soft_wrap=True)
+
+    def _export_verify(self, event: Event) -> None:
+        self.out.print(display.accuracy_table(event.data["scores"], event.message))
+
+    def _export_bundle(self, event: Event) -> None:
+        self.out.print(display.files_table(event.data["bundle"]))

@@ -1,0 +1,101 @@
+"""Feature files -> model outputs -> detections: the one loop `hamnet detect`, the demo
+and the Python API run. Files are read and checked one by one with the one reader
+(`runtime.feature_files`; a bad file is recorded and skipped), streamed through the
+exact windowed inference (`runtime.inference`) and post-processed together
+(`runtime.postprocess.localize_many`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.feature_files import duplicate_ids, load_features, video_id
+from hamnet_deploy.runtime.inference import Inference, InferenceStats
+from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize_many
+
+
+@dataclass
+class DetectRun:
+    """What a run over feature files produced."""
+
+    videos: list[str]  # videos that ran, in file order
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]]  # video -> (cas (T, C+1), attention (T,))
+    detections: Detections
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
+    stats: InferenceStats = field(default_factory=InferenceStats)
+    network_seconds: float = 0.0
+    post_seconds: float = 0.0
+
+    @property
+    def snippets(self) -> int:
+        return sum(int(self.outputs[v][0].shape[0]) for v in self.videos)
+
+    @property
+    def seconds(self) -> float:
+        return self.network_seconds + self.post_seconds
+
+    def lengths(self) -> dict[str, int]:
+        return {v: int(self.outputs[v][0].shape[0]) for v in self.videos}
+
+
+class _Reader:
+    """Loads and checks the files one by one; bad files go to `failed`, the rest are yielded."""
+
+    def __init__(self, files: Sequence[Path], feature_dim: int, on_done: Callable[[], None]) -> None:
+        self.files = list(files)
+        self.dim = feature_dim
+        self.failed: list[tuple[str, str]] = []
+        self.dups = duplicate_ids(self.files)
+        self.on_done = on_done
+        self.ids: list[str] = []
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for path in self.files:
+            if path in self.dups:
+                self._fail(str(path), f"{path}: video id {video_id(path)!r} repeats {self.dups[path]}; video ids "
+                                      "are file names without the suffix, so rename one")
+                continue
+            try:
+                x = load_features(path, self.dim)
+            except DataError as exc:
+                self._fail(str(path), str(exc))
+                continue
+            self.ids.append(video_id(path))
+            yield video_id(path), x
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.failed.append((name, reason))
+        self.on_done()
+
+
+def detect_files(files: Sequence[str | Path], runner: Any, *, radius: int, feature_dim: int,
+                 classes: Sequence[str], post: PostprocessConfig, max_t: int | None = None, batch_size: int = 8,
+                 durations: Mapping[str, float | None] | None = None,
+                 on_video: Callable[[], None] | None = None) -> DetectRun:
+    """Run the active `runner` over `files` and localize every video that loaded.
+
+    `durations` (video -> seconds) clip the detections; `on_video` is called once per
+    file, done or failed (progress)."""
+    tick = on_video or (lambda: None)
+    infer = Inference(runner, radius, max_t=max_t, batch_size=batch_size)
+    reader = _Reader([Path(f) for f in files], feature_dim, tick)
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    started = time.perf_counter()
+    for vid, cas, att in infer.stream(reader):
+        outputs[vid] = (cas, att)
+        tick()
+    order = [v for v in reader.ids if v in outputs]  # file order (videos complete in batch order)
+    network_done = time.perf_counter()
+    durations = durations or {}
+    items = [(v, outputs[v][0], outputs[v][1], durations.get(v)) for v in order]
+    dets = localize_many(items, post, classes=classes) if items else Detections.empty(classes)
+    return DetectRun(order, {v: outputs[v] for v in order}, dets, reader.failed, infer.stats,
+                     network_done - started, time.perf_counter() - network_done)
