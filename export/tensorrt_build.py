@@ -44,7 +44,6 @@ precision_path and calibration_cache (INT8 on 8.x/10.x).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -76,7 +75,7 @@ from hamnet_deploy.export.trt_precision import (
 from hamnet_deploy.runtime.cache import cache_root
 from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
-from hamnet_deploy.runtime.fileio import sha256_file, write_bytes_atomic
+from hamnet_deploy.runtime.fileio import sha256_bytes, sha256_file, write_bytes_atomic
 from hamnet_deploy.runtime.trt_compat import (
     DLA_MAX_DIM,
     engine_file_name,
@@ -270,7 +269,7 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: TrtOptions,
     write_bytes_atomic(bundle_dir / name, data)
     entry: dict[str, Any] = {
         "file": name,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256_bytes(data),
         "precision": precision,
         "tensorrt_version": version,
         "gpu_name": str(gpu["name"]),

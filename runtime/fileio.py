@@ -103,6 +103,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of bytes already in memory (an engine about to be deserialized or written)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 # --------------------------------------------------------------------------- #
 #                          folders: stage, then publish                        #
 # --------------------------------------------------------------------------- #

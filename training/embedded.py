@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from hamnet_deploy.runtime.cache import cache_dir
-from hamnet_deploy.runtime.fileio import staging
+from hamnet_deploy.runtime.fileio import sha256_file, staging
 from hamnet_deploy.training.synth import SYNTH_VERSION, SynthConfig, generate_dataset
 
 
@@ -21,7 +21,7 @@ def config_hash(cfg: SynthConfig) -> str:
     settings = cfg.to_dict()
     if cfg.timelines:
         try:
-            settings["timelines"] = hashlib.sha256(Path(cfg.timelines).read_bytes()).hexdigest()
+            settings["timelines"] = sha256_file(cfg.timelines)
         except OSError:
             pass  # generate_dataset reports the missing file
     raw = json.dumps({"version": SYNTH_VERSION, "config": settings}, sort_keys=True, default=str)

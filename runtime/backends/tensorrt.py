@@ -23,7 +23,6 @@ The life cycle and the input checks (shape against the engine's profile included
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from hamnet_deploy.runtime.backends import cuda_memory
 from hamnet_deploy.runtime.backends.base import BaseRunner
 from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
+from hamnet_deploy.runtime.fileio import sha256_bytes
 from hamnet_deploy.runtime.trt_compat import as_entry, check_engine_compatible
 
 
@@ -212,7 +212,7 @@ class TensorRTRunner(BaseRunner):
         gpu = devices[0]
         check_engine_compatible(self.entry, trt.__version__, gpu["name"], gpu["compute_capability"])
         data = self.engine_path.read_bytes()
-        if self.verify and hashlib.sha256(data).hexdigest() != self.entry.sha256:
+        if self.verify and sha256_bytes(data) != self.entry.sha256:
             raise BundleError(f"{self.engine_path}: checksum does not match the manifest: the engine was "
                               "modified or damaged; re-export the bundle")
         cuda = cuda_memory_api()
