@@ -4,7 +4,6 @@ are read by `training.wtalc` into the same form."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.fileio import read_json
 
 
 @dataclass(frozen=True)
@@ -125,18 +125,7 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
     """
     path = Path(path)
     src = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise DataError(f"{src}: annotation file not found; check the path") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{src}: cannot read annotation file ({exc}); check the file") from exc
-    try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys(src))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the file") from exc
-    except RecursionError:
-        raise DataError(f"{src}: JSON nested too deeply to read; fix or regenerate the file") from None
+    raw = read_json(path, "annotation file", hook=_no_duplicate_keys(src))
     if not isinstance(raw, dict) or not isinstance(raw.get("database"), dict):
         raise DataError(f"{src}: expected an object with a 'database' mapping of videos (ActivityNet/ActionFormer format)")
     db = raw["database"]

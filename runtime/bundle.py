@@ -17,14 +17,14 @@ onnx package are not installed.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hamnet_deploy.runtime.errors import BundleError
-from hamnet_deploy.runtime.fileio import sha256_file
+from hamnet_deploy.runtime.fileio import read_json, sha256_file
 from hamnet_deploy.runtime.manifest import (
     MANIFEST,
     ONNX,
@@ -33,12 +33,16 @@ from hamnet_deploy.runtime.manifest import (
     ModelFile,
     safe_relative_name,
 )
-from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
 
 # --------------------------------------------------------------------------- #
 #                                   reader                                    #
 # --------------------------------------------------------------------------- #
+def _field(name: str, convert: Callable[[Any], Any] = lambda v: v, doc: str = "") -> Any:
+    """A read-only attribute of the bundle taken from its manifest."""
+    return property(lambda self: convert(getattr(self.manifest, name)), doc=doc or f"The manifest's {name}.")
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle folder. Get one with :func:`load_bundle`."""
@@ -46,34 +50,13 @@ class Bundle:
     path: Path
     manifest: Manifest
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest.classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.manifest.num_classes
-
-    @property
-    def feature_dim(self) -> int:
-        return self.manifest.feature_dim
-
-    @property
-    def snippet_seconds(self) -> float:
-        return self.manifest.snippet_seconds
-
-    @property
-    def receptive_radius(self) -> int:
-        return self.manifest.receptive_radius
-
-    @property
-    def postprocess(self) -> PostprocessConfig:
-        """The post-processing settings the model was exported with."""
-        return self.manifest.postprocess
-
-    @property
-    def engines(self) -> list[EngineEntry]:
-        return list(self.manifest.engines)
+    classes = _field("classes", list, "Class names, in the model's output order.")
+    num_classes = _field("num_classes")
+    feature_dim = _field("feature_dim", doc="D, the width of a feature row.")
+    snippet_seconds = _field("snippet_seconds")
+    receptive_radius = _field("receptive_radius", doc="Snippets of context each output sees on each side.")
+    postprocess = _field("postprocess", doc="The post-processing settings the model was exported with.")
+    engines = _field("engines", list, "TensorRT engine entries.")
 
     @property
     def kinds(self) -> list[str]:
@@ -133,18 +116,8 @@ class Bundle:
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Parse and validate `path` (a manifest.json file)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"{path}: no manifest; not a model bundle (make one with hamnet export)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable manifest ({exc}); re-export the bundle") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BundleError(f"{path}: manifest is not valid JSON ({exc}); re-export the bundle") from None
-    except RecursionError:
-        raise BundleError(f"{path}: manifest JSON is nested too deeply; re-export the bundle") from None
+    data = read_json(path, "manifest", BundleError, "re-export the bundle",
+                     missing="no manifest; not a model bundle (make one with hamnet export)")
     return Manifest.from_dict(data, str(path))
 
 

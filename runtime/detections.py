@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hamnet_deploy.runtime.errors import DataError
-from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.fileio import atomic_write, read_text, write_json_atomic
 
 CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
 
@@ -226,12 +226,7 @@ def read_results(path: str | os.PathLike, classes: Sequence[str]) -> Detections:
     starts with '{'). Labels must be names in `classes`; malformed files raise DataError."""
     path = Path(path)
     src = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"{src}: predictions file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{src}: cannot read predictions file ({exc}); check the file") from None
+    text = read_text(path, "predictions file")
     rows = _Rows(src, classes)
     if text.lstrip().startswith("{"):
         _read_json(text, rows)

@@ -27,6 +27,7 @@ import numpy as np
 from hamnet_deploy.runtime.annotations import Annotations
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.fileio import read_text
 
 THUMOS14_TIOU: tuple[float, ...] = tuple(round(0.1 * i, 2) for i in range(1, 8))
 ACTIVITYNET_TIOU: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -59,12 +60,7 @@ def load_ambiguous(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Ambiguous regions, one `video start end` (seconds) per line, as the THUMOS14
     `Ambiguous_test.txt`: {video: (N, 2) array}."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"{path}: ambiguous-regions file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ambiguous-regions file ({exc})") from None
+    text = read_text(path, "ambiguous-regions file")
     regions: dict[str, list[tuple[float, float]]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.errors import DataError, HamnetError
 
 
 @contextlib.contextmanager
@@ -215,3 +215,45 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- #
+#                           reading the user's files                          #
+# --------------------------------------------------------------------------- #
+def read_text(path: str | os.PathLike, what: str, error: type[HamnetError] = DataError,
+              missing: str | None = None, fix: str = "check the file") -> str:
+    """The text (UTF-8, a byte-order mark skipped) of the user's file `path`, which is a
+    `what` ("annotation file"); `error` naming it when it is missing (`missing`: the
+    message's text), not a regular file (a FIFO would block) or unreadable (`fix`)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: {missing or what + ' not found; check the path'}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror}); check the path") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise error(f"{path}: {what} expected, but this is {kind}; give the file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start}); {fix}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror}); {fix}") from None
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[HamnetError] = DataError,
+              fix: str = "fix or regenerate the file", missing: str | None = None,
+              hook: Any = None) -> Any:
+    """`read_text`, parsed as JSON (`hook`: json's object_pairs_hook); `error` for text
+    that is not JSON or nests too deeply."""
+    text = read_text(path, what, error, missing, fix)
+    try:
+        return json.loads(text, object_pairs_hook=hook)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise error(f"{path}: not valid JSON ({exc}); {fix}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to read; {fix}") from None

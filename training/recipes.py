@@ -4,10 +4,10 @@ are fine: missing settings keep the SPEC defaults."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.runtime.fileio import read_json
 from hamnet_deploy.runtime.settings import suggest
 from hamnet_deploy.training.config import TrainConfig
 
@@ -29,10 +29,6 @@ def load_recipe(name_or_path: str | Path) -> TrainConfig:
             names = available_recipes()
             raise ConfigError(f"unknown recipe {text!r}: choose one of {', '.join(names)} or give a .json "
                               f"path{suggest(text, names)}")
-    if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist: check the path")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError(f"recipe file {path} is not valid JSON ({exc}): fix or re-create it") from None
+    data = read_json(path, "recipe file", ConfigError, "fix or re-create it",
+                     missing="recipe file does not exist: check the path")
     return TrainConfig.from_dict(data, where=str(path))

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
 from hamnet_deploy.runtime.events import Reporter, emitter
-from hamnet_deploy.runtime.fileio import atomic_write, write_json_atomic
+from hamnet_deploy.runtime.fileio import atomic_write, read_json, write_json_atomic
 from hamnet_deploy.runtime.scoring import EvalSummary
 from hamnet_deploy.training import distributed as ddp
 from hamnet_deploy.training.batches import TrainSamples, collate
@@ -107,10 +107,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DataError(f"{run_dir}: not a training run (no {CONFIG_FILE}); pass the folder `hamnet train` wrote")
-    try:
-        raw = json.loads(path.read_text())
-    except (ValueError, OSError, RecursionError) as exc:
-        raise DataError(f"{path}: corrupt run config ({_first_line(exc)}); start a new run") from None
+    raw = read_json(path, "run config", fix="start a new run")
     return TrainConfig.from_dict(raw, where=str(path))
 
 

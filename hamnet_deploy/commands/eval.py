@@ -18,17 +18,13 @@ from hamnet_deploy.display import map_table, p
 from hamnet_deploy.runtime.annotations import Annotations
 from hamnet_deploy.runtime.backends.select import is_checkpoint
 from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.fileio import read_text
 from hamnet_deploy.training.data import load_ground_truth
 
 
 def read_video_list(path: Path) -> list[str]:
     """One video id per line; blank lines and `#` comments are skipped."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"{path}: exclude file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read exclude file ({exc})") from None
+    text = read_text(path, "exclude file")
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 

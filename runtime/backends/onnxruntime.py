@@ -66,14 +66,6 @@ class OrtTensorRTOptions(Settings):
     timing_cache: bool = True
     profile: Profile = option(factory=Profile)
 
-    @property
-    def max_t(self) -> int:
-        return self.profile.max_t
-
-    @property
-    def max_batch(self) -> int:
-        return self.profile.max_batch
-
     def provider_options(self, input_name: str, dim: int, ort_version: str | None = None) -> dict[str, str]:
         """The provider's option strings, e.g. trt_profile_max_shapes="features:4x4096x2048".
 

@@ -183,14 +183,6 @@ class TensorRTRunner(BaseRunner):
         self._state: dict[str, Any] | None = None
 
     @property
-    def opt_t(self) -> int:
-        return self.profile.opt_t
-
-    @property
-    def min_batch(self) -> int:
-        return self.profile.smallest_batch
-
-    @property
     def what(self) -> str:
         return f"the engine {self.engine_path.name}"
 
@@ -314,7 +306,7 @@ class TensorRTRunner(BaseRunner):
 
     def infer_impl(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, T, dim = (int(s) for s in x.shape)
-        run_batch = max(batch, self.min_batch)
+        run_batch = max(batch, self.profile.smallest_batch)
         if run_batch > batch:  # static-batch (DLA) engine: pad with independent zero rows
             x = np.concatenate([x, np.zeros((run_batch - batch, T, dim), np.float32)], axis=0)
         st = self._state

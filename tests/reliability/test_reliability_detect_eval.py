@@ -259,7 +259,7 @@ BUNDLE_CASES = {
     "manifest-missing": (lambda b: (b / "manifest.json").unlink(), "no manifest"),
     "manifest-truncated": (lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text()[:300]),
                            "not valid JSON"),
-    "manifest-binary": (lambda b: (b / "manifest.json").write_bytes(b"\xff\xfe\x00garbage"), "unreadable manifest"),
+    "manifest-binary": (lambda b: (b / "manifest.json").write_bytes(b"\xff\xfe\x00garbage"), "manifest is not UTF-8 text"),
     "manifest-nested-100000-deep": (lambda b: (b / "manifest.json").write_text("[" * 100000 + "]" * 100000),
                                     "nested too deeply"),
     "manifest-absolute-file-name": (lambda b: _edit_manifest(b, lambda m: m["models"]["onnx"].update(
@@ -457,7 +457,7 @@ def test_annotation_file_faults(env, tmp_path):
     path.write_text(text[: len(text) // 2])
     one_line_error(cli("eval", env["results"], "-a", path), 2, "not valid JSON")
     path.write_bytes(b"\x93NUMPY garbage \xff")
-    one_line_error(cli("eval", env["results"], "-a", path), 2, "cannot read annotation file")
+    one_line_error(cli("eval", env["results"], "-a", path), 2, "annotation file is not UTF-8 text")
     path.write_text("[" * 100000 + "]" * 100000)
     one_line_error(cli("eval", env["results"], "-a", path), 2, "nested too deeply")
     v = json.dumps(next(iter(env["annotations"]["database"])))

@@ -141,7 +141,7 @@ def test_float16_and_single_snippet_videos_train(env, tmp_path):
     (("--data", "{data}", "--out", "{tmp}/file/run"), "cannot create the run folder"),
     (("--data", "{data}", "--out", "{tmp}/run", "--set", "loss.r=0.3"), "loss.r=0.3"),
     (("--data", "{data}", "--out", "{tmp}/run", "--set", "optim.lr=abc"), "optim.lr"),
-    (("--data", "{data}", "--out", "{tmp}/run", "--recipe", "{tmp}/deep.json"), "not valid JSON"),
+    (("--data", "{data}", "--out", "{tmp}/run", "--recipe", "{tmp}/deep.json"), "JSON nested too deeply to read"),
     (("--data", "{data}", "--out", "{tmp}/run", "--recipe", "{tmp}/file"), "not valid JSON"),
 ])
 def test_bad_training_arguments(env, tmp_path, args, needle):
@@ -165,10 +165,10 @@ def _torch_save(obj):
 
 
 RESUME_CASES = {
-    "config-truncated": (lambda r, c: (r / "config.json").write_text("{"), "corrupt run config"),
+    "config-truncated": (lambda r, c: (r / "config.json").write_text("{"), "config.json: not valid JSON"),
     "config-nested-100000-deep": (lambda r, c: (r / "config.json").write_text("[" * 100000 + "]" * 100000),
-                                  "corrupt run config"),
-    "config-binary": (lambda r, c: (r / "config.json").write_bytes(b"\xff\xfe\x00"), "corrupt run config"),
+                                  "config.json: JSON nested too deeply"),
+    "config-binary": (lambda r, c: (r / "config.json").write_bytes(b"\xff\xfe\x00"), "run config is not UTF-8 text"),
     "optimizer-random-bytes": (lambda r, c: (c / "optimizer.pt").write_bytes(bytes(range(256)) * 2),
                                "corrupt optimizer state"),
     "optimizer-truncated": (lambda r, c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:300]),
