@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hamnet_deploy.runtime.coerce import positive_finite, show
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.fileio import read_json
 
@@ -66,12 +67,11 @@ def build_video(name: str, subset: str, duration: float, segments: Sequence, lab
     reversed or negative segments, or a bad duration.
     """
     where = f"{source}: video {name!r}" if source else f"video {name!r}"
-    try:
-        duration = float(duration)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: duration {duration!r} is not a number; fix the annotation file") from exc
-    if not np.isfinite(duration) or duration <= 0:
-        raise DataError(f"{where}: duration {duration} must be a positive number; fix the annotation file")
+    seconds = positive_finite(duration)
+    if seconds is None:
+        raise DataError(f"{where}: duration {show(duration)} must be a positive number of seconds; fix the "
+                        "annotation file")
+    duration = seconds
     seg = np.asarray(segments, dtype=np.float64).reshape(-1, 2) if len(segments) else np.zeros((0, 2))
     if len(seg) != len(labels):
         raise DataError(f"{where}: {len(seg)} segments but {len(labels)} labels; each segment needs one label")
@@ -85,12 +85,10 @@ def build_video(name: str, subset: str, duration: float, segments: Sequence, lab
             i = int(np.argmax(seg[:, 1] <= seg[:, 0]))
             raise DataError(f"{where}: segment {seg[i].tolist()} is reversed or empty; end must be after start")
     if fps is not None:
-        try:
-            fps = float(fps)
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: fps {fps!r} is not a number; fix the annotation file") from None
-        if not np.isfinite(fps) or fps <= 0:
-            raise DataError(f"{where}: fps {fps} must be a positive number; fix the annotation file")
+        rate = positive_finite(fps)
+        if rate is None:
+            raise DataError(f"{where}: fps {show(fps)} must be a positive number; fix the annotation file")
+        fps = rate
     idx = []
     for lab in labels:
         if not isinstance(lab, str) or lab not in class_index:

@@ -67,6 +67,18 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def positive_finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number > 0 (numeric text too; not a bool),
+    else None: durations, frame rates."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
+
+
 def coerce(value: Any, tp: Any, key: str, build: Builder, revalidate: Callable[[Any], None]) -> Any:
     """`value` (from Python or JSON) as type `tp`, or Invalid. Nested settings are built
     with `build(cls, mapping)`; an instance already built is checked again with

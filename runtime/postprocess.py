@@ -20,11 +20,12 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from hamnet_deploy.runtime.coerce import positive_finite
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
 from hamnet_deploy.runtime.proposals import contrast_scores_many, find_runs
-from hamnet_deploy.runtime.settings import Settings, option
+from hamnet_deploy.runtime.settings import Settings, option, show
 
 NMS_METHODS = ("soft", "hard", "none")
 
@@ -154,12 +155,9 @@ def video_scores(cas: Any, attention: Any, config: PostprocessConfig | None = No
 def _duration(value: Any, video: str) -> float:
     if value is None:
         return math.inf
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"video {video!r}: duration {value!r} is not a number of seconds") from None
-    if not math.isfinite(out) or out <= 0:
-        raise DataError(f"video {video!r}: duration {value!r} must be a positive number of seconds")
+    out = positive_finite(value)
+    if out is None:
+        raise DataError(f"video {video!r}: duration {show(value)} must be a positive number of seconds")
     return out
 
 

@@ -254,40 +254,28 @@ def sal_loss(
     return mil_loss(_att3(attention) * cas, labels, 0.0, r, mask, reduction)
 
 
-def ssal_loss(
-    cas: torch.Tensor,
-    a_semi: torch.Tensor,
-    labels: torch.Tensor,
-    r: float,
-    mask: torch.Tensor | None = None,
-    keep_min_logit: bool = True,
-    reduction: Literal["mean", "none"] = "mean",
-) -> torch.Tensor:
-    """Semi-soft attention loss: MIL loss of ``a_semi (*) s``, background target 0.
-
-    ``(*)`` is :func:`min_logit_multiply` (released code) or, with
-    ``keep_min_logit=False``, the paper's plain product.
-    """
-    z = min_logit_multiply(a_semi, cas) if keep_min_logit else _att3(a_semi) * cas
-    return mil_loss(z, labels, 0.0, r, mask, reduction)
+def _dropped_mil(cas: torch.Tensor, m: torch.Tensor, labels: torch.Tensor, r: float, mask: torch.Tensor | None,
+                 keep_min_logit: bool, background: float, reduction: Literal["mean", "none"]) -> torch.Tensor:
+    """MIL loss of ``m (*) s``: :func:`min_logit_multiply` (released code) or, with
+    ``keep_min_logit=False``, the paper's plain product."""
+    z = min_logit_multiply(m, cas) if keep_min_logit else _att3(m) * cas
+    return mil_loss(z, labels, background, r, mask, reduction)
 
 
-def hal_loss(
-    cas: torch.Tensor,
-    a_hard: torch.Tensor,
-    labels: torch.Tensor,
-    r: float,
-    mask: torch.Tensor | None = None,
-    keep_min_logit: bool = True,
-    reduction: Literal["mean", "none"] = "mean",
-) -> torch.Tensor:
+def ssal_loss(cas: torch.Tensor, a_semi: torch.Tensor, labels: torch.Tensor, r: float,
+              mask: torch.Tensor | None = None, keep_min_logit: bool = True,
+              reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+    """Semi-soft attention loss: MIL loss of ``a_semi (*) s``, background target 0."""
+    return _dropped_mil(cas, a_semi, labels, r, mask, keep_min_logit, 0.0, reduction)
+
+
+def hal_loss(cas: torch.Tensor, a_hard: torch.Tensor, labels: torch.Tensor, r: float,
+             mask: torch.Tensor | None = None, keep_min_logit: bool = True,
+             reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
     """Hard attention loss: MIL loss of ``a_hard (*) s``, background target 1.
 
-    ``a_hard`` is a 0/1 indicator, so this term trains only the classification
-    branch. ``(*)`` as in :func:`ssal_loss`.
-    """
-    z = min_logit_multiply(a_hard, cas) if keep_min_logit else _att3(a_hard) * cas
-    return mil_loss(z, labels, 1.0, r, mask, reduction)
+    ``a_hard`` is a 0/1 indicator, so this term trains only the classification branch."""
+    return _dropped_mil(cas, a_hard, labels, r, mask, keep_min_logit, 1.0, reduction)
 
 
 def sparsity_loss(

@@ -434,7 +434,7 @@ ANNOTATION_CASES = {
     "segment-three-numbers": (_seg([1, 2, 3]), "not [start, end]"),
     "segment-true-false": (_seg([True, 2]), "not two numbers"),
     "segment-infinite": (_seg([1, 1e999]), "not finite"),
-    "fps-not-a-number": (lambda a, v: v.update(fps="fast"), "fps 'fast' is not a number"),
+    "fps-not-a-number": (lambda a, v: v.update(fps="fast"), "fps 'fast' must be a positive number"),
     "duration-missing": (lambda a, v: v.pop("duration"), "no 'duration'"),
     "duration-negative": (lambda a, v: v.update(duration=-3), "positive"),
     "annotations-null": (lambda a, v: (a.pop("classes"), v.update(annotations=None)), "'segment' and 'label'"),
