@@ -180,6 +180,16 @@ def _with_sentinel(sc: np.ndarray) -> np.ndarray:
     return padded
 
 
+def _each_bucket(buckets: list[_Bucket], sc: np.ndarray):
+    """(bucket, its current scores, flat-row offsets, pair-row offsets) for each bucket
+    (`_rows`), over the scores with their -inf padding column."""
+    if not buckets:
+        return
+    padded = _with_sentinel(sc)
+    for b in buckets:
+        yield (b, *_rows(b, padded))
+
+
 def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) -> np.ndarray:
     """Gaussian soft-NMS. `segments` (N, 2) seconds; `scores` (N,) or (K, N), one row
     per class over the same segments. Returns the decayed scores, same shape: every
@@ -203,18 +213,14 @@ def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, 
     if start.shape[0] == 0 or sc.shape[0] == 0:
         return out
     buckets, _ = _buckets(start, end, legacy, sets, sc.shape[0])
-    if not buckets:
-        return out
-    padded = _with_sentinel(sc)
     flat_out = out.reshape(-1)
     n = sc.shape[1]
-    for b in buckets:
+    for b, cur, flat_rows, pair_rows in _each_bucket(buckets, sc):
         n_groups, width = b.members.shape
         # Row g * W + p: the factors applied when member p of group g is picked. Floored
         # at the smallest normal float so -inf (picked, padding) never meets 0.
         weight = np.ones((n_groups * width, width), dtype=np.float64)
         weight[b.rows] = np.maximum(np.exp(-(b.iou * b.iou) / sigma), _TINY)
-        cur, flat_rows, pair_rows = _rows(b, padded)
         flat = cur.reshape(-1)
         picks = np.empty((width, cur.shape[0]), dtype=np.int64)
         values = np.empty((width, cur.shape[0]), dtype=np.float64)
@@ -256,17 +262,13 @@ def _hard_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, iou_threshold:
         return keep
     buckets, single = _buckets(start, end, legacy, sets, sc.shape[0])
     keep[:, single] = present[:, single]
-    if not buckets:
-        return keep
-    padded = _with_sentinel(sc)
     flat_keep = keep.reshape(-1)
     n = sc.shape[1]
-    for b in buckets:
+    for b, cur, flat_rows, pair_rows in _each_bucket(buckets, sc):
         n_groups, width = b.members.shape
         drop = np.zeros((n_groups * width, width), dtype=bool)
         drop[b.rows] = b.iou >= iou_threshold
         drop[b.rows, b.rows % width] = True  # the kept one itself
-        cur, flat_rows, pair_rows = _rows(b, padded)
         flat = cur.reshape(-1)
         members = b.members.reshape(-1)
         offset = np.repeat(np.arange(sc.shape[0]) * n, n_groups)

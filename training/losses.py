@@ -231,25 +231,14 @@ def min_logit_multiply(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- #
 #                                 the six terms                               #
 # --------------------------------------------------------------------------- #
-def bcl_loss(
-    cas: torch.Tensor,
-    labels: torch.Tensor,
-    r: float,
-    mask: torch.Tensor | None = None,
-    reduction: Literal["mean", "none"] = "mean",
-) -> torch.Tensor:
+def bcl_loss(cas: torch.Tensor, labels: torch.Tensor, r: float, mask: torch.Tensor | None = None,
+             reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
     """Base classification loss: MIL loss of the plain CAS, background target 1."""
     return mil_loss(cas, labels, 1.0, r, mask, reduction)
 
 
-def sal_loss(
-    cas: torch.Tensor,
-    attention: torch.Tensor,
-    labels: torch.Tensor,
-    r: float,
-    mask: torch.Tensor | None = None,
-    reduction: Literal["mean", "none"] = "mean",
-) -> torch.Tensor:
+def sal_loss(cas: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor, r: float,
+             mask: torch.Tensor | None = None, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
     """Soft attention loss: MIL loss of ``a * s`` (plain product), background target 0."""
     return mil_loss(_att3(attention) * cas, labels, 0.0, r, mask, reduction)
 
