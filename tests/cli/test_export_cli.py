@@ -26,6 +26,7 @@ from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
 from hamnet_deploy.training.model import HamNet
 from hamnet_deploy.training.synth import SynthConfig, generate_dataset
 from hamnet_deploy.training.torch_runner import TorchRunner
+from tests.helpers import one_line_error
 
 D, C = 16, 3
 CLASSES = ["Class00", "Class01", "Class02"]
@@ -57,14 +58,6 @@ def synth(tmp_path_factory):
 
 def invoke(*args: str):
     return CliRunner().invoke(app, ["export", *map(str, args)])
-
-
-def one_line_error(result) -> str:
-    text = result.output.strip()
-    assert result.exit_code == 2, text
-    assert "Traceback" not in text
-    assert "error:" in text
-    return text
 
 
 def test_export_end_to_end(run, synth, tmp_path):

@@ -205,7 +205,7 @@ def test_choose_engine():
 
 
 def test_compat_accepts_bundle_engine_entries():
-    bundle = pytest.importorskip("hamnet_deploy.runtime.bundle")
+    import hamnet_deploy.runtime.bundle as bundle
     raw = entry(file="a.engine", sha256="a" * 64, input_dim=D)
     obj = bundle.EngineEntry.from_dict(raw, "test")
     check_engine_compatible(obj, "10.3.0.26", "Orin", "8.7")
@@ -283,8 +283,9 @@ def test_precision_path_dispatch():
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A small HamNet (D=16, C=3) exported as the deployment contract says."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("onnx")
+    import onnx  # noqa: F401
+    import torch
+
     from hamnet_deploy.training.model import HamNet
 
     torch.manual_seed(0)
@@ -303,13 +304,13 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
 
 def _ort_run(path: Path | str, x: np.ndarray) -> list[np.ndarray]:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(["cas", "attention"], {"features": x})
 
 
 def test_fp16_graph_conversion_matches_fp32(tiny_onnx, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     out = trt_precision.convert_onnx_fp16(tiny_onnx, tmp_path / "fp16.onnx")
     model = onnx.load(str(out))
     FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -342,7 +343,7 @@ def test_fp16_graph_conversion_matches_fp32(tiny_onnx, tmp_path):
 
 
 def test_fp16_conversion_keep_nodes_and_saturation(tiny_onnx):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(tiny_onnx))
@@ -363,8 +364,8 @@ def test_fp16_conversion_keep_nodes_and_saturation(tiny_onnx):
 
 
 def test_qdq_quantization_for_trt11(tiny_onnx, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime.quantization")
+    import onnx
+    import onnxruntime.quantization  # noqa: F401
     from onnx import numpy_helper
 
     rng = np.random.default_rng(0)
@@ -973,7 +974,7 @@ def test_build_trt11_fp16_uses_fp16_graph_and_strong_typing(fake_env, tiny_onnx,
 
 
 def test_build_trt11_int8_uses_qdq_graph(fake_env, tiny_onnx, synth_dataset, tmp_path):
-    pytest.importorskip("onnxruntime.quantization")
+    import onnxruntime.quantization  # noqa: F401
     fake_env("11.4.0.1")
     opts = trt_options(int8=True, calib_data=str(synth_dataset), calib_videos=2)
     [e] = tb.build_engines(tiny_onnx, tmp_path, opts)
@@ -1023,7 +1024,7 @@ def test_build_compatibility_options(fake_env, tiny_onnx, tmp_path, monkeypatch)
 
 
 def test_parser_errors_listed_node_by_node(fake_env, tiny_onnx, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     fake_env("10.3.0.26")
     model = onnx.load(str(tiny_onnx))
     for name in ("/classifier.1/LeakyRelu", "/attention.5/Sigmoid"):

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from hamnet_deploy.cli import app
+from tests.helpers import cli, one_line_error
 
 D, C = 8, 2
 
@@ -69,22 +68,6 @@ def env(tmp_path_factory):
 def _private_cache(tmp_path, monkeypatch):
     """Nothing here may fall back to generating the embedded dataset in the user's cache."""
     monkeypatch.setenv("HAMNET_CACHE", str(tmp_path / "cache"))
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, code: int = 2, needle: str = "") -> str:
-    """The command failed cleanly: exit `code`, an `error:` line, no traceback."""
-    text = result.output
-    assert result.exit_code == code, text
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in text, text
-    errors = [x for x in text.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1, text
-    assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def failed_file(result, needle: str) -> str:
@@ -202,9 +185,9 @@ def test_unreadable_feature_file(env, tmp_path, monkeypatch):
 
 
 def test_missing_inputs_and_duplicate_ids(env, tmp_path):
-    one_line_error(cli("detect", tmp_path / "nope.npy", "--model", env["bundle"]), 2, "no such file or folder")
+    one_line_error(cli("detect", tmp_path / "nope.npy", "--model", env["bundle"]), "no such file or folder")
     (tmp_path / "empty").mkdir()
-    one_line_error(cli("detect", tmp_path / "empty", "--model", env["bundle"]), 2, "holds no .npy")
+    one_line_error(cli("detect", tmp_path / "empty", "--model", env["bundle"]), "holds no .npy")
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         np.save(tmp_path / sub / "same.npy", good_features())
@@ -281,7 +264,7 @@ def test_damaged_bundle_is_refused(env, tmp_path, case):
     shutil.copytree(env["bundle"], bundle)
     edit, needle = BUNDLE_CASES[case]
     edit(bundle)
-    one_line_error(cli("detect", env["video"], "--model", bundle), 2, needle)
+    one_line_error(cli("detect", env["video"], "--model", bundle), needle)
 
 
 def test_symlink_out_of_the_bundle_is_refused(env, tmp_path):
@@ -289,14 +272,14 @@ def test_symlink_out_of_the_bundle_is_refused(env, tmp_path):
     shutil.copytree(env["bundle"], bundle)
     (bundle / "model.onnx").unlink()
     (bundle / "model.onnx").symlink_to((env["bundle"] / "model.onnx").resolve())
-    one_line_error(cli("detect", env["video"], "--model", bundle), 2, "resolves outside the bundle folder")
+    one_line_error(cli("detect", env["video"], "--model", bundle), "resolves outside the bundle folder")
 
 
 def test_model_path_problems(env, tmp_path):
-    one_line_error(cli("detect", env["video"], "--model", tmp_path / "nope"), 2, "not found")
-    one_line_error(cli("detect", env["video"], "--model", env["video"]), 2, "not a bundle folder")
+    one_line_error(cli("detect", env["video"], "--model", tmp_path / "nope"), "not found")
+    one_line_error(cli("detect", env["video"], "--model", env["video"]), "not a bundle folder")
     (tmp_path / "plain").mkdir()
-    one_line_error(cli("detect", env["video"], "--model", tmp_path / "plain"), 2, "no manifest")
+    one_line_error(cli("detect", env["video"], "--model", tmp_path / "plain"), "no manifest")
 
 
 def _with_engine(env, dst: Path, cc: str, trt: str) -> Path:
@@ -317,7 +300,7 @@ def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypat
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0")
     monkeypatch.setattr(compat, "cuda_devices", lambda: [{"index": 0, "name": "NVIDIA H100",
                                                           "compute_capability": "9.0"}])
-    one_line_error(cli("detect", env["video"], "--model", bundle, "--backend", "tensorrt"), 2, needle)
+    one_line_error(cli("detect", env["video"], "--model", bundle, "--backend", "tensorrt"), needle)
     result = cli("detect", env["video"], "--model", bundle)  # auto: says why and runs ONNX Runtime
     assert result.exit_code == 0 and "backend onnxruntime" in result.output and needle in result.output
 
@@ -325,7 +308,7 @@ def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypat
 def test_tampered_engine_is_refused(env, tmp_path):
     bundle = _with_engine(env, tmp_path / "bundle", "9.0", "10.3.0")
     (bundle / "model.engine").write_bytes(b"something else")
-    one_line_error(cli("detect", env["video"], "--model", bundle), 2, "checksum mismatch")
+    one_line_error(cli("detect", env["video"], "--model", bundle), "checksum mismatch")
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -337,7 +320,7 @@ def test_tampered_engine_is_refused(env, tmp_path):
     (("--out", "results.txt"), ".json"),
 ])
 def test_bad_detect_settings(env, args, needle):
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], *args), 2, needle)
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], *args), needle)
 
 
 # --------------------------------------------------------------------------- #
@@ -378,12 +361,12 @@ def test_full_disk_keeps_the_previous_results(env, tmp_path, monkeypatch):
     out = tmp_path / "results.json"
     out.write_text("previous\n")
     _FullDisk(monkeypatch)
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", out), 2, "No space left")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", out), "No space left")
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file left
     report = tmp_path / "eval.json"
     report.write_text("previous\n")
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", report), 2, "No space left")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", report), "No space left")
     assert report.read_text() == "previous\n"
 
 
@@ -392,21 +375,18 @@ def test_dev_full_is_written_into_not_replaced(env, tmp_path):
         pytest.skip("no /dev/full here")
     link = tmp_path / "results.json"
     link.symlink_to("/dev/full")  # a symlink: a regression would replace the link, never /dev/full
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", link), 2, "No space left")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", link), "No space left")
     assert link.is_symlink()
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", link), 2, "No space left")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", link), "No space left")
 
 
 def test_outputs_that_cannot_be_written(env, tmp_path):
     (tmp_path / "file").write_text("x")
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "file" / "r.json"),
-                   2, "cannot write")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "file" / "r.json"), "cannot write")
     (tmp_path / "dir.json").mkdir()
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "dir.json"),
-                   2, "is a folder")
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "dir.json"), 2, "is a folder")
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "file" / "x.json"),
-                   2, "cannot write")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "dir.json"), "is a folder")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "dir.json"), "is a folder")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "file" / "x.json"), "cannot write")
 
 
 # --------------------------------------------------------------------------- #
@@ -448,23 +428,23 @@ def test_bad_annotation_file(env, tmp_path, case):
     edit, needle = ANNOTATION_CASES[case]
     path = tmp_path / "ann.json"
     _ann_edit(env, edit)(path)
-    one_line_error(cli("eval", env["results"], "-a", path), 2, needle)
+    one_line_error(cli("eval", env["results"], "-a", path), needle)
 
 
 def test_annotation_file_faults(env, tmp_path):
     path = tmp_path / "ann.json"
     text = env["ann"].read_text()
     path.write_text(text[: len(text) // 2])
-    one_line_error(cli("eval", env["results"], "-a", path), 2, "not valid JSON")
+    one_line_error(cli("eval", env["results"], "-a", path), "not valid JSON")
     path.write_bytes(b"\x93NUMPY garbage \xff")
-    one_line_error(cli("eval", env["results"], "-a", path), 2, "annotation file is not UTF-8 text")
+    one_line_error(cli("eval", env["results"], "-a", path), "annotation file is not UTF-8 text")
     path.write_text("[" * 100000 + "]" * 100000)
-    one_line_error(cli("eval", env["results"], "-a", path), 2, "nested too deeply")
+    one_line_error(cli("eval", env["results"], "-a", path), "nested too deeply")
     v = json.dumps(next(iter(env["annotations"]["database"])))
     path.write_text('{"database": {' + f'{v}: {{"duration": 5}}, {v}: {{"duration": 6}}' + '}}')
-    one_line_error(cli("eval", env["results"], "-a", path), 2, "appears twice")
-    one_line_error(cli("eval", env["results"], "-a", tmp_path / "nope.json"), 2, "not found")
-    one_line_error(cli("eval", tmp_path / "nope.json", "-a", env["ann"]), 2, "not found")
+    one_line_error(cli("eval", env["results"], "-a", path), "appears twice")
+    one_line_error(cli("eval", env["results"], "-a", tmp_path / "nope.json"), "not found")
+    one_line_error(cli("eval", tmp_path / "nope.json", "-a", env["ann"]), "not found")
 
 
 # --------------------------------------------------------------------------- #
@@ -494,7 +474,7 @@ def test_bad_results_file(env, tmp_path, case):
     edit, needle = RESULTS_CASES[case]
     path = tmp_path / "r.json"
     _results_edit(env, edit)(path)
-    one_line_error(cli("eval", path, "-a", env["ann"]), 2, needle)
+    one_line_error(cli("eval", path, "-a", env["ann"]), needle)
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -507,7 +487,7 @@ def test_bad_results_file(env, tmp_path, case):
 def test_bad_results_text(env, tmp_path, content, needle):
     path = tmp_path / ("r.csv" if content.startswith(("video", "garbage")) else "r.json")
     path.write_text(content)
-    one_line_error(cli("eval", path, "-a", env["ann"]), 2, needle)
+    one_line_error(cli("eval", path, "-a", env["ann"]), needle)
 
 
 def test_results_with_times_near_float_max_still_score(env, tmp_path):
@@ -530,11 +510,11 @@ def test_checkpoint_with_another_class_count_is_refused_by_eval(env, tmp_path):
 
     other = tmp_path / "other"
     generate_dataset(other, SynthConfig(videos=4, dim=D, num_classes=C + 1, seed=1))
-    one_line_error(cli("eval", env["run"], "--data", other), 2, "differ from the checkpoint's")
+    one_line_error(cli("eval", env["run"], "--data", other), "differ from the checkpoint's")
 
 
 def test_topk_ratio_below_one_is_a_one_line_error(env):
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--set", "topk_ratio=0.3"), 2, "topk_ratio")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--set", "topk_ratio=0.3"), "topk_ratio")
 
 
 def test_read_only_output_folder(env, tmp_path, monkeypatch):
@@ -546,8 +526,6 @@ def test_read_only_output_folder(env, tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "r.json"), 2,
-                   "Permission denied")
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "e.json"), 2,
-                   "Permission denied")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "r.json"), "Permission denied")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "e.json"), "Permission denied")
     assert list(tmp_path.iterdir()) == []

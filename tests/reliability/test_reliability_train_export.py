@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from hamnet_deploy.cli import app
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.training.checkpoint import load_checkpoint
+from tests.helpers import cli, one_line_error
 
 D, C = 8, 2
 TINY = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set", "data.batch_size=4",
@@ -31,20 +30,6 @@ TINY = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set
 def _private_cache(tmp_path, monkeypatch):
     """Nothing here may fall back to generating the embedded dataset in the user's cache."""
     monkeypatch.setenv("HAMNET_CACHE", str(tmp_path / "cache"))
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, needle: str = "") -> str:
-    text = result.output
-    assert result.exit_code == 2, text
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in text, text
-    errors = [x for x in text.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], text
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from hamnet_deploy.cli import app
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.errors import BundleError, DataError
 from hamnet_deploy.runtime.feature_files import load_features
 from hamnet_deploy.training.checkpoint import load_checkpoint, resolve_checkpoint
 from hamnet_deploy.training.data import load_dataset
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "training", "export", "hamnet_deploy")
@@ -46,10 +45,6 @@ D, C = 8, 2
 def _private_cache(tmp_path, monkeypatch):
     """Nothing here may fall back to generating the embedded dataset in the user's cache."""
     monkeypatch.setenv("HAMNET_CACHE", str(tmp_path / "cache"))
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 class Payload:

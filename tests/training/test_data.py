@@ -153,7 +153,7 @@ def test_wtalc_converts_to_per_video(tmp_path):
 
 
 def test_generated_synthetic_dataset_loads_the_same_both_ways(tmp_path):
-    synth = pytest.importorskip("hamnet_deploy.training.synth")
+    import hamnet_deploy.training.synth as synth
     synth.generate_dataset(tmp_path, synth.SynthConfig(videos=6, dim=16, seed=3), wtalc=True)
     per = load_dataset(tmp_path)
     wt = load_dataset(tmp_path / "wtalc")

@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from hamnet_deploy.training.config import ABLATIONS, LossConfig, apply_ablation  # noqa: E402
-from hamnet_deploy.training.losses import (  # noqa: E402
+from hamnet_deploy.training.config import ABLATIONS, LossConfig, apply_ablation
+from hamnet_deploy.training.losses import (
     HamNetLoss,
     bcl_loss,
     drop_masks,

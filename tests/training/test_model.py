@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from hamnet_deploy.training.config import ModelConfig  # noqa: E402
-from hamnet_deploy.training.model import HamNet, lengths_to_mask  # noqa: E402
-from hamnet_deploy.training.recipes import load_recipe  # noqa: E402
+from hamnet_deploy.training.config import ModelConfig
+from hamnet_deploy.training.model import HamNet, lengths_to_mask
+from hamnet_deploy.training.recipes import load_recipe
 
 D, C, ATT = 16, 3, 8
 
@@ -164,8 +163,8 @@ def test_bad_pool_kernel():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("pool", [1, 17])
 def test_forward_exports_to_onnx_with_dynamic_batch_and_time(pool, tmp_path):
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnx  # noqa: F401
+    import onnxruntime as ort
     net = small(pool)
     path = tmp_path / "hamnet.onnx"
     dyn = {0: "batch", 1: "T"}
