@@ -54,31 +54,20 @@ def register(app: typer.Typer) -> None:
         if out.is_dir() and any(out.iterdir()) and not force:
             raise ConfigError(f"{out}: folder is not empty; choose an empty or new folder, or pass --force "
                               f"to write into it")
-        if videos is not None and videos < 2:
-            raise ConfigError(f"--videos {videos}: need at least 2 videos (one per split)")
-        if dim < 2 or dim % 2:
-            raise ConfigError(f"--dim {dim}: must be an even number >= 2 (first half stands for RGB, "
-                              f"second half for flow)")
-        if classes is not None and classes < 1:
-            raise ConfigError(f"--classes {classes}: need at least 1 class")
         if timelines is not None and classes is not None:
             raise ConfigError("--classes cannot be combined with --timelines: the classes come from the "
                               "timelines file")
         if timelines is not None and not timelines.is_file():
             raise ConfigError(f"--timelines {timelines}: file not found; name an annotation JSON such as "
                               f"thumos14-reduced.json")
-        if seed < 0:
-            raise ConfigError(f"--seed {seed}: must be >= 0")
-
-        cfg = SynthConfig(dim=dim, seed=seed)
+        settings: dict = {"dim": dim, "seed": seed}
         if timelines is not None:
-            cfg.timelines = str(timelines)
-            cfg.videos = videos or 0  # 0: all videos of the file
+            settings.update(timelines=str(timelines), videos=videos or 0)  # 0: all videos of the file
         elif videos is not None:
-            cfg.videos = videos
+            settings["videos"] = videos
         if classes is not None:
-            cfg.num_classes = classes
-        cfg.validate()
+            settings["num_classes"] = classes
+        cfg = SynthConfig(**settings)  # every value checked, one wording (runtime.settings)
 
         start = time.perf_counter()
         with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),

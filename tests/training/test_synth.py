@@ -282,8 +282,8 @@ def test_cli_success_and_refusals(tmp_path, thumos_dir):
     assert r.exit_code == 0, r.output
     assert len(list((out / "videos").glob("*.npy"))) == 4
 
-    for args, match in [(["--videos", "1"], "--videos 1"), (["--dim", "9"], "--dim 9"),
-                        (["--classes", "0"], "--classes 0"),
+    for args, match in [(["--videos", "1"], "synth setting videos=1"), (["--dim", "9"], "synth setting dim=9"),
+                        (["--classes", "0"], "synth setting num_classes=0"),
                         (["--timelines", str(tmp_path / "none.json")], "file not found"),
                         (["--timelines", str(thumos_dir / "thumos14-reduced.json"), "--classes", "5"],
                          "cannot be combined")]:
