@@ -2,7 +2,7 @@
 and the Python API run. Files are read and checked one by one with the one reader
 (`runtime.feature_files`; a bad file is recorded and skipped), streamed through the
 exact windowed inference (`runtime.inference`) and post-processed together
-(`runtime.postprocess.localize_many`).
+(`runtime.scoring.detect_outputs`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.feature_files import duplicate_ids, load_features, video_id
 from hamnet_deploy.runtime.inference import Inference, InferenceStats
-from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize_many
+from hamnet_deploy.runtime.postprocess import PostprocessConfig
+from hamnet_deploy.runtime.scoring import detect_outputs
 
 
 @dataclass
@@ -29,6 +30,7 @@ class DetectRun:
     videos: list[str]  # videos that ran, in file order
     outputs: dict[str, tuple[np.ndarray, np.ndarray]]  # video -> (cas (T, C+1), attention (T,))
     detections: Detections
+    video_scores: dict[str, np.ndarray]  # video -> (C,) class probabilities
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
     stats: InferenceStats = field(default_factory=InferenceStats)
     network_seconds: float = 0.0
@@ -94,8 +96,7 @@ def detect_files(files: Sequence[str | Path], runner: Any, *, radius: int, featu
         tick()
     order = [v for v in reader.ids if v in outputs]  # file order (videos complete in batch order)
     network_done = time.perf_counter()
-    durations = durations or {}
-    items = [(v, outputs[v][0], outputs[v][1], durations.get(v)) for v in order]
-    dets = localize_many(items, post, classes=classes) if items else Detections.empty(classes)
-    return DetectRun(order, {v: outputs[v] for v in order}, dets, reader.failed, infer.stats,
-                     network_done - started, time.perf_counter() - network_done)
+    ordered = {v: outputs[v] for v in order}
+    dets, scores = detect_outputs(ordered, post, classes, durations)
+    return DetectRun(order, ordered, dets, scores, reader.failed, infer.stats, network_done - started,
+                     time.perf_counter() - network_done)

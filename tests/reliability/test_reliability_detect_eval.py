@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import cli, one_line_error
+from tests.helpers import add_fake_engine, cli, one_line_error
 
 D, C = 8, 2
 
@@ -282,21 +282,11 @@ def test_model_path_problems(env, tmp_path):
     one_line_error(cli("detect", env["video"], "--model", tmp_path / "plain"), "no manifest")
 
 
-def _with_engine(env, dst: Path, cc: str, trt: str) -> Path:
-    shutil.copytree(env["bundle"], dst)
-    (dst / "model.engine").write_bytes(b"serialized engine")
-    _edit_manifest(dst, lambda m: m.update(engines=[{
-        "file": "model.engine", "sha256": _sha(dst / "model.engine"), "precision": "fp16",
-        "tensorrt_version": trt, "gpu_name": "NVIDIA A100", "compute_capability": cc, "dla_core": None,
-        "profile": {"min_t": 1, "opt_t": 64, "max_t": 256, "max_batch": 4}}]))
-    return dst
-
-
 @pytest.mark.parametrize("cc, trt, needle", [("8.0", "10.3.0", "sm_80"), ("9.0", "8.6.1", "8.6")])
 def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypatch, cc, trt, needle):
     import hamnet_deploy.runtime.devices as compat
 
-    bundle = _with_engine(env, tmp_path / "bundle", cc, trt)
+    bundle = add_fake_engine(env["bundle"], tmp_path / "bundle", cc, trt)
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0")
     monkeypatch.setattr(compat, "cuda_devices", lambda: [{"index": 0, "name": "NVIDIA H100",
                                                           "compute_capability": "9.0"}])
@@ -306,8 +296,8 @@ def test_engine_from_another_gpu_or_tensorrt_is_refused(env, tmp_path, monkeypat
 
 
 def test_tampered_engine_is_refused(env, tmp_path):
-    bundle = _with_engine(env, tmp_path / "bundle", "9.0", "10.3.0")
-    (bundle / "model.engine").write_bytes(b"something else")
+    bundle = add_fake_engine(env["bundle"], tmp_path / "bundle", "9.0", "10.3.0")
+    (bundle / "hamnet.engine").write_bytes(b"something else")
     one_line_error(cli("detect", env["video"], "--model", bundle), "checksum mismatch")
 
 

@@ -4,17 +4,12 @@ show (HAM-Net's initialisation has zero biases, which would hide padding errors)
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from hamnet_deploy.cli import app
 from hamnet_deploy.export.onnx_export import export_onnx
 from hamnet_deploy.runtime.backends.onnxruntime import (
     CPU,
@@ -29,15 +24,14 @@ from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
 from hamnet_deploy.runtime.bundle import load_bundle
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, DataError
 from hamnet_deploy.runtime.inference import Inference
-from hamnet_deploy.runtime.postprocess import PostprocessConfig
 from hamnet_deploy.runtime.profile import Profile
-from hamnet_deploy.training.checkpoint import save_checkpoint
-from hamnet_deploy.training.config import DataConfig, ModelConfig, TrainConfig
+from hamnet_deploy.training.checkpoint import load_model
 from hamnet_deploy.training.model import HamNet
 from hamnet_deploy.training.torch_runner import TorchRunner
+from tests.helpers import add_fake_engine
 
 D, C = 16, 3
-CLASSES = ["a", "b", "c"]
+CLASSES = [f"Class{c:02d}" for c in range(C)]  # the shared tiny dataset's (tests/conftest.py)
 
 
 def make_model(pool: int = 1, seed: int = 0) -> HamNet:
@@ -50,27 +44,15 @@ def make_model(pool: int = 1, seed: int = 0) -> HamNet:
     return model
 
 
-def make_run(folder: Path, model: HamNet) -> Path:
-    cfg = TrainConfig(model=ModelConfig(feature_dim=D, num_classes=C, attention_dim=16,
-                                        pool_kernel=model.pool_kernel),
-                      data=DataConfig(feature_dim=D), epochs=1, output_dir=str(folder))
-    save_checkpoint(folder, 1, model, None, {"classes": CLASSES, "config": cfg.to_dict(),
-                                             "postprocess": PostprocessConfig().to_dict(),
-                                             "feature_dim": D, "num_classes": C})
-    return folder
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tiny_run, built_bundle, tmp_path_factory):
+    """The shared tiny checkpoint and bundle (tests/conftest.py), plus an ONNX file of a
+    model with the ActivityNet pool (receptive radius 10)."""
     root = tmp_path_factory.mktemp("backends")
-    model = make_model()
-    run = make_run(root / "run", model)
-    result = CliRunner().invoke(app, ["export", str(run), "--out", str(root / "bundle"), "--skip-parity-long"])
-    assert result.exit_code == 0, result.output
     pooled = make_model(pool=17, seed=1)
     export_onnx(pooled, root / "pooled.onnx", classes=CLASSES, snippet_seconds=0.64)
-    return {"root": root, "run": run, "bundle": root / "bundle", "model": model, "pooled": pooled,
-            "pooled_onnx": root / "pooled.onnx"}
+    return {"root": root, "run": tiny_run, "bundle": built_bundle, "model": load_model(tiny_run).model,
+            "pooled": pooled, "pooled_onnx": root / "pooled.onnx"}
 
 
 def feats(lengths, seed=0):
@@ -244,24 +226,11 @@ def test_select_torch_from_checkpoint_or_bundle_source(built):
         select_runner(built["run"], "onnxruntime")
 
 
-def bundle_with_engine(src: Path, dst: Path, cc: str = "9.0") -> Path:
-    shutil.copytree(src, dst)
-    data = b"not really an engine"
-    (dst / "hamnet.engine").write_bytes(data)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["engines"] = [{"file": "hamnet.engine", "sha256": hashlib.sha256(data).hexdigest(),
-                            "precision": "fp16", "tensorrt_version": "10.3.0.26", "gpu_name": "NVIDIA H100",
-                            "compute_capability": cc, "dla_core": None,
-                            "profile": {"min_t": 1, "opt_t": 64, "max_t": 128, "max_batch": 4}}]
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
-
-
 def test_auto_prefers_a_matching_engine_and_falls_back(built, tmp_path, monkeypatch):
     import hamnet_deploy.runtime.devices as compat
     from hamnet_deploy.runtime.backends.tensorrt import TensorRTRunner
 
-    bundle = bundle_with_engine(built["bundle"], tmp_path / "b")
+    bundle = add_fake_engine(built["bundle"], tmp_path / "b")
     monkeypatch.setattr(compat, "installed_tensorrt", lambda: "10.3.0.26")
     monkeypatch.setattr(compat, "cuda_devices", lambda: [{"index": 0, "name": "NVIDIA H100",
                                                           "compute_capability": "9.0"}])
@@ -276,7 +245,7 @@ def test_auto_prefers_a_matching_engine_and_falls_back(built, tmp_path, monkeypa
     assert sel.reason == "engine hamnet.engine (fp16) matches NVIDIA H100 (sm_90) and TensorRT 10.3.0.26"
     assert Inference(sel.runner, 2, max_t=1000, batch_size=16).window == 128  # the profile caps chunks
     # an engine built for another GPU is refused with the reason
-    other = bundle_with_engine(built["bundle"], tmp_path / "c", cc="8.7")
+    other = add_fake_engine(built["bundle"], tmp_path / "c", cc="8.7")
     with pytest.raises(BundleError, match="sm_87"):
         select_runner(other, "tensorrt")
     sel = select_runner(other)
