@@ -72,6 +72,7 @@ from hamnet_deploy.export.trt_precision import (
     precision_path,
     quantize_onnx_qdq,
 )
+from hamnet_deploy.runtime import trt_import
 from hamnet_deploy.runtime.cache import cache_root
 from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
@@ -91,27 +92,17 @@ __all__ = ["build_engines", "default_timing_cache", "format_parser_errors", "gpu
 
 log = logging.getLogger(__name__)
 
-TRT_MISSING = ("TensorRT is not installed: pip install 'hamnet-deploy[trt]' on an NVIDIA GPU machine, "
-               "or JetPack's python3-libnvinfer on Jetson; the ONNX bundle was written and runs with "
-               "ONNX Runtime")
+BUILD_FALLBACK = "the ONNX model of the bundle is unchanged and runs with ONNX Runtime"
 NO_GPU = ("no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES): TensorRT builds an engine "
-          "on the GPU that will run it; the ONNX bundle was written and runs with ONNX Runtime")
+          f"on the GPU that will run it; {BUILD_FALLBACK}")
 
 
 # --------------------------------------------------------------------------- #
 #                               environment                                   #
 # --------------------------------------------------------------------------- #
 def import_tensorrt() -> Any:
-    """`import tensorrt`, or BackendUnavailable with the install hint."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(TRT_MISSING) from exc
-    except Exception as exc:  # present but libnvinfer/CUDA libraries fail to load
-        raise BackendUnavailable(f"TensorRT is installed but failed to load ({exc}); check that its CUDA "
-                                 "libraries match the driver; the ONNX bundle was written and runs with "
-                                 "ONNX Runtime") from exc
-    return trt
+    """`import tensorrt` for the builder (`runtime.trt_import.import_tensorrt`)."""
+    return trt_import.import_tensorrt(BUILD_FALLBACK)
 
 
 def gpu_info(device: int = 0) -> dict[str, Any]:
@@ -134,13 +125,13 @@ def _torch_devices() -> list[dict[str, Any]]:
 
         if not torch.cuda.is_available():
             return []
-        out = []
+        found = []
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": str(props.name),
-                        "compute_capability": f"{props.major}.{props.minor}",
-                        "memory_bytes": int(props.total_memory), "source": "torch"})
-        return out
+            found.append({"index": i, "name": str(props.name),
+                          "compute_capability": f"{props.major}.{props.minor}",
+                          "memory_bytes": int(props.total_memory), "source": "torch"})
+        return found
     except Exception:
         return []
 
@@ -191,7 +182,7 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: TrtOptions,
         calib_cache = bundle_dir / f"hamnet_int8_{onnx_sha[:12]}_trt{v[0]}.{v[1] if len(v) > 1 else 0}.calib"
 
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = trt_import.start(trt, trt.Builder, logger, BUILD_FALLBACK)
     timing_path = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(gpu["name"], cc, version)
     with tempfile.TemporaryDirectory(prefix="hamnet-trt-") as tmp:
         source = onnx_path

@@ -16,7 +16,18 @@ from typing import Any
 
 _TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11",
                       "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu11-bindings",
-                      "tensorrt-lean", "tensorrt-dispatch")
+                      "tensorrt-bindings", "tensorrt-lean", "tensorrt-dispatch")
+
+
+def tensorrt_distribution() -> tuple[str, str] | None:
+    """(distribution name, version) of the installed TensorRT Python package, from its
+    metadata (nothing is loaded); None when there is none (or no metadata: JetPack)."""
+    for dist in _TRT_DISTRIBUTIONS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError):
+            version = importlib.metadata.version(dist)
+            if version:
+                return dist, version
+    return None
 
 
 def installed_tensorrt() -> str | None:
@@ -31,11 +42,9 @@ def installed_tensorrt() -> str | None:
             return None
     except (ImportError, ValueError):
         return None
-    for dist in _TRT_DISTRIBUTIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError):
-            version = importlib.metadata.version(dist)
-            if version:
-                return version
+    found = tensorrt_distribution()
+    if found is not None:
+        return found[1]
     try:
         module = importlib.import_module("tensorrt")
     except Exception:  # ImportError, or OSError when libnvinfer cannot be loaded
@@ -123,6 +132,27 @@ def _devices_driver(lib: Any) -> list[dict[str, Any]]:
                         "compute_capability": f"{major.value}.{minor.value}",
                         "memory_bytes": int(memory.value), "source": "cuda-driver"})
     return devices
+
+
+def cuda_driver_version() -> str | None:
+    """The newest CUDA version the installed NVIDIA driver supports ("12.4"), or None when
+    there is no driver. Needs no GPU context (cuDriverGetVersion); never raises."""
+    value = 0
+    cudart = load_cudart()
+    if cudart is not None:
+        with contextlib.suppress(Exception):
+            err, value = cudart.cudaDriverGetVersion()
+            value = int(value) if cuda_ok(err) else 0
+    if not value:
+        lib = load_libcuda()
+        if lib is not None:
+            with contextlib.suppress(Exception):
+                out = ctypes.c_int(0)
+                if lib.cuDriverGetVersion(ctypes.byref(out)) == 0:
+                    value = int(out.value)
+    if value <= 0:
+        return None
+    return f"{value // 1000}.{(value % 1000) // 10}"
 
 
 def cuda_devices() -> list[dict[str, Any]]:

@@ -131,7 +131,7 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, repl
     private). Without `replace` an existing `target` wins (another process published
     first) and `staged` is removed. With `replace` the old folder is renamed aside, the
     new one renamed in, then the old one deleted: a reader sees the old folder or the
-    new one, never neither (SIGINT/SIGTERM are held back during the two renames).
+    new one, never neither (SIGINT/SIGTERM are held back from the renames until the old one is deleted).
     """
     staged, target = Path(staged), Path(target)
     publish_permissions(staged)
@@ -143,7 +143,7 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, repl
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         os.rmdir(old)
-    with signals_deferred():
+    with signals_deferred():  # the old folder is gone too before a Ctrl-C lands: nothing is left aside
         if old is not None:
             os.replace(target, old)
         try:
@@ -152,9 +152,9 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, repl
             if old is not None:
                 os.replace(old, target)
             raise DataError(f"cannot move the new folder into {target}: {exc.strerror}") from exc
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return True
 
 

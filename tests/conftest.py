@@ -67,3 +67,40 @@ def built_bundle(tiny_run) -> Path:
     bundle = tiny_run.parent / "bundle"
     run_export(tiny_run, bundle, ExportOptions(skip_parity_long=True))
     return bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A small untrained HamNet (D = 16, C = 3) as an ONNX file, exported as the deployment contract says."""
+    import onnx  # noqa: F401
+    import torch
+
+    from hamnet_deploy.training.model import HamNet
+
+    torch.manual_seed(0)
+    net = HamNet(TINY_D, TINY_C, attention_dim=8).eval()
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    axes = {"batch": 0, "T": 1}
+    dyn = {k: {v: n for n, v in axes.items()} for k in ("features", "cas", "attention")}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(2, 8, TINY_D), str(path), input_names=["features"],
+                          output_names=["cas", "attention"], dynamic_axes=dyn, opset_version=17,
+                          dynamo=False)
+    return path
+
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """A 6-video synthetic dataset of 20-40 s videos (D = 16, 3 classes)."""
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    cfg = SynthConfig(videos=6, dim=TINY_D, num_classes=TINY_C, seed=3, duration_median_s=30.0, duration_min_s=20.0,
+                      duration_max_s=40.0, instance_median_s=3.0, instance_min_s=1.0, instance_max_s=6.0)
+    generate_dataset(out, cfg, workers=1)
+    return out
+

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hamnet_deploy.runtime import trt_import
 from hamnet_deploy.runtime.backends import cuda_memory
 from hamnet_deploy.runtime.backends.base import BaseRunner
 from hamnet_deploy.runtime.devices import cuda_devices
@@ -41,22 +42,12 @@ def cuda_memory_api() -> Any:
     return cuda_memory.cuda_memory_api()
 
 
-TRT_RUNTIME_MISSING = ("TensorRT is not installed: pip install 'hamnet-deploy[trt]' on an NVIDIA GPU "
-                       "machine, or JetPack's python3-libnvinfer on Jetson (virtualenv with "
-                       "--system-site-packages); or run with --backend onnxruntime")
+RUNTIME_FALLBACK = "or run with --backend onnxruntime"
 
 
-def import_tensorrt(missing_message: str = TRT_RUNTIME_MISSING) -> Any:
-    """`import tensorrt`, or BackendUnavailable with `missing_message`."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(missing_message) from exc
-    except Exception as exc:  # OSError etc.: the module is there but libnvinfer will not load
-        raise BackendUnavailable(f"TensorRT is installed but failed to load ({exc}); check that its "
-                                 "CUDA libraries match the driver (nvidia-smi), or run with "
-                                 "--backend onnxruntime") from exc
-    return trt
+def import_tensorrt() -> Any:
+    """`import tensorrt` for the runner (`runtime.trt_import.import_tensorrt`)."""
+    return trt_import.import_tensorrt(RUNTIME_FALLBACK)
 
 
 # --------------------------------------------------------------------------- #
@@ -211,7 +202,7 @@ class TensorRTRunner(BaseRunner):
         state: dict[str, Any] = {"cuda": cuda, "buffers": {}, "stream": None}
         try:
             logger = trt.Logger(trt.Logger.WARNING)
-            runtime = trt.Runtime(logger)
+            runtime = trt_import.start(trt, trt.Runtime, logger, RUNTIME_FALLBACK)
             if self.entry.extra.get("version_compatible") and hasattr(runtime, "engine_host_code_allowed"):
                 runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
             if self.dla_core is not None:
