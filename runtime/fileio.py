@@ -43,13 +43,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         with _direct_write(target, mode) as handle:
             yield handle
         return
+    tmp: str | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write {target}: {exc.strerror}; choose a writable location") from exc
-    try:
-        with os.fdopen(fd, mode) as handle:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with signals_deferred():  # a Ctrl-C lands once `tmp` is known, so it is removed
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                handle = os.fdopen(fd, mode)
+        except OSError as exc:
+            raise DataError(f"cannot write {target}: {exc.strerror}; choose a writable location") from exc
+        with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -58,7 +61,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         _remove_quietly(tmp)
         raise DataError(f"cannot write {target}: {exc.strerror}; free space or choose another location") from exc
     except BaseException:
-        _remove_quietly(tmp)
+        if tmp is not None:
+            _remove_quietly(tmp)
         raise
 
 
