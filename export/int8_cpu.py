@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from hamnet_deploy.export.calibration import DEFAULT_CALIB_VIDEOS
-from hamnet_deploy.export.calibration import calibration_features as shared_calibration_features
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
 
 MAX_CALIB_SNIPPETS = 1024
@@ -34,12 +32,13 @@ MAX_CALIB_SNIPPETS = 1024
 (min/max statistics do not need whole long videos; keeps calibration memory small)."""
 
 
-def _require_ort_quantization() -> Any:
+def require_quantization() -> Any:
+    """`onnxruntime.quantization` (which needs onnx), or BackendUnavailable with the install hint."""
     try:
         from onnxruntime import quantization
     except ImportError:
-        raise BackendUnavailable("onnxruntime.quantization is not available: pip install onnxruntime "
-                                 "(with its onnx dependency) to use --int8-cpu") from None
+        raise BackendUnavailable("ONNX Runtime's quantization needs the onnx package: pip install "
+                                 "'hamnet-deploy[int8]' (or onnx) to use --int8-cpu") from None
     return quantization
 
 
@@ -55,18 +54,9 @@ class Int8Result:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def calibration_features(data: str | os.PathLike, videos: int = DEFAULT_CALIB_VIDEOS, *,
-                         subset: str | None = "validation", feature_dim: int | None = None,
-                         max_snippets: int = MAX_CALIB_SNIPPETS, seed: int = 0) -> list[np.ndarray]:
-    """Calibration arrays for ONNX Runtime INT8: `export.calibration.calibration_features`
-    with windows of at most `max_snippets` (1024) snippets."""
-    return shared_calibration_features(data, videos, subset=subset, feature_dim=feature_dim,
-                                       max_snippets=max_snippets, seed=seed)
-
-
 def make_reader(features: Sequence[np.ndarray], input_name: str = "features") -> Any:
     """A CalibrationDataReader yielding one [1, T, D] video at a time (rewindable)."""
-    quantization = _require_ort_quantization()
+    quantization = require_quantization()
 
     class FeatureReader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -122,7 +112,7 @@ def quantize_int8_cpu(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                       features: Sequence[np.ndarray], *, keep_last_float: bool = True,
                       per_channel: bool = True, activation_uint8: bool = True) -> Int8Result:
     """Write the static INT8 (QDQ) version of `fp32_path` to `out_path`, calibrated on `features`."""
-    quantization = _require_ort_quantization()
+    quantization = require_quantization()
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not features:

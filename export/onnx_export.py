@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import time
 import warnings
@@ -29,21 +28,23 @@ import onnx
 import torch
 from torch import nn
 
+from hamnet_deploy.export.onnx_graph import (  # noqa: F401  (graph_io, read_metadata: part of this API)
+    INPUT,
+    METADATA_PREFIX,
+    OUTPUTS,
+    check_dynamic,
+    graph_io,
+    model_opset,
+    read_metadata,
+    set_metadata,
+)
 from hamnet_deploy.export.options import DEFAULT_OPSET, check_opset
 from hamnet_deploy.runtime.errors import BundleError
 from hamnet_deploy.runtime.fileio import write_bytes_atomic
 from hamnet_deploy.runtime.manifest import TensorSpec
 
-INPUT = "features"
-OUTPUTS = ("cas", "attention")
 DYNAMIC_AXES = {name: {0: "batch", 1: "T"} for name in (INPUT, *OUTPUTS)}
 EXAMPLE_BATCH, EXAMPLE_T = 2, 8
-METADATA_PREFIX = "hamnet."
-
-_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
-           onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
-           onnx.TensorProto.INT64: "int64", onnx.TensorProto.BOOL: "bool"}
-
 
 @dataclass
 class OnnxExport:
@@ -67,84 +68,6 @@ class _Graph(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(features)
-
-
-def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str, ...]:
-    dims: list[int | str] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or "?")
-    return tuple(dims)
-
-
-def graph_io(proto: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of a model as TensorSpecs (symbolic dims as names)."""
-    init = {i.name for i in proto.graph.initializer}
-
-    def spec(v: onnx.ValueInfoProto) -> TensorSpec:
-        return TensorSpec(v.name, _DTYPES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type)),
-                          _dims(v))
-
-    return ([spec(v) for v in proto.graph.input if v.name not in init],
-            [spec(v) for v in proto.graph.output])
-
-
-def model_opset(proto: onnx.ModelProto) -> int:
-    """The default-domain opset a model imports."""
-    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def check_dynamic(proto: onnx.ModelProto, feature_dim: int, num_classes: int) -> None:
-    """Check names, dtypes and shapes: batch and T symbolic, D, C+1 and 1 fixed.
-
-    An exporter or simplifier that specialised a dynamic axis to the example shape is
-    caught here (and the parity run at several T would catch it too).
-    """
-    inputs, outputs = graph_io(proto)
-    want = {INPUT: feature_dim, "cas": num_classes + 1, "attention": 1}
-    got = {t.name: t for t in inputs + outputs}
-    if [t.name for t in inputs] != [INPUT] or [t.name for t in outputs] != list(OUTPUTS):
-        raise BundleError(f"exported graph has inputs {[t.name for t in inputs]} and outputs "
-                          f"{[t.name for t in outputs]}; expected {[INPUT]} and {list(OUTPUTS)}")
-    for name, last in want.items():
-        spec = got[name]
-        if spec.dtype != "float32" or len(spec.shape) != 3:
-            raise BundleError(f"exported {name!r} is {spec.dtype} {list(spec.shape)}; expected float32 "
-                              "(batch, T, n)")
-        b, t, n = spec.shape
-        if not isinstance(b, str) or not isinstance(t, str):
-            raise BundleError(f"exported {name!r} has shape {list(spec.shape)}: the batch and T axes were "
-                              "fixed during export (they must stay dynamic); this is an exporter bug, "
-                              "try another --opset")
-        if n != last:
-            raise BundleError(f"exported {name!r} has last dimension {n}, expected {last}")
-
-
-def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
-    """Replace the `hamnet.*` metadata_props with `metadata` (values JSON-encoded unless str)."""
-    keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(METADATA_PREFIX)]
-    del proto.metadata_props[:]
-    for key, value in keep:
-        proto.metadata_props.add(key=key, value=value)
-    for key, value in metadata.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        proto.metadata_props.add(key=METADATA_PREFIX + key, value=text)
-
-
-def read_metadata(path_or_proto: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]:
-    """The `hamnet.*` metadata of an ONNX file, decoded (without the prefix)."""
-    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(
-        str(path_or_proto), load_external_data=False)
-    out: dict[str, Any] = {}
-    for p in proto.metadata_props:
-        if p.key.startswith(METADATA_PREFIX):
-            try:
-                out[p.key[len(METADATA_PREFIX):]] = json.loads(p.value)
-            except ValueError:
-                out[p.key[len(METADATA_PREFIX):]] = p.value
-    return out
 
 
 def model_metadata(model: nn.Module, classes: Sequence[str], snippet_seconds: float,

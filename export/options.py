@@ -8,6 +8,7 @@ it. Plain Python (no torch, no tensorrt).
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,18 @@ def max_opset() -> int:
         return 20
 
 
+CALIB_WHAT = "feature files (.npy/.npz, a folder of them or a glob) or a dataset folder"
+
+
+def calib_found(text: str) -> bool:
+    """Whether a --calib value names something: a path that exists or a glob that matches."""
+    return Path(text).exists() or (any(c in text for c in "*?[") and bool(glob.glob(text, recursive=True)))
+
+
 def check_opset(opset: int) -> int:
     """Raise ConfigError unless `opset` is one the exporter supports."""
+    if isinstance(opset, int) and not isinstance(opset, bool) and MIN_OPSET <= opset <= DEFAULT_OPSET:
+        return opset  # every exporter has these: no need to ask (and import) PyTorch
     hi = max_opset()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= hi:
         raise ConfigError(f"--opset {opset}: choose an ONNX opset from {MIN_OPSET} to {hi} "
@@ -49,7 +60,8 @@ class TrtOptions(Settings):
     Attributes:
         fp16: allow FP16 kernels (TensorRT 8.x/10.x builder flag; 11.x: FP16 graph).
         int8: INT8 engine, calibrated on `calib_data` (8.x/10.x calibrator; 11.x: QDQ graph).
-        calib_data: dataset folder whose train split calibrates INT8 (required with int8).
+        calib_data: what calibrates INT8 (required with int8): feature files or a dataset
+            folder (its train split); see `export.calibration`.
         min_t, opt_t, max_t: optimisation profile of the time axis T; longer videos are
             run in overlapping chunks of at most max_t snippets (exact with
             receptive_radius snippets of context per side).
@@ -97,10 +109,10 @@ class TrtOptions(Settings):
     def check(self) -> None:
         check_order(self.min_t, self.opt_t, self.max_t, self.max_batch, flags=True)
         if self.int8 and not self.calib_data:
-            raise Invalid("int8", problem="needs calibration data: add --calib DATA (a dataset folder whose "
-                                          "train split is representative)")
-        if self.calib_data is not None and not Path(self.calib_data).exists():
-            raise Invalid("calib", self.calib_data, "not found; pass a dataset folder")
+            raise Invalid("int8", problem="needs calibration data: add --calib FEATURES (feature files or a "
+                                          "dataset folder, representative of what the engine will see)")
+        if self.calib_data is not None and not calib_found(self.calib_data):
+            raise Invalid("calib", self.calib_data, f"not found; pass {CALIB_WHAT}")
         if self.dla_core is not None:
             if not (self.fp16 or self.int8):
                 raise Invalid("dla", self.dla_core, "DLA runs FP16 or INT8 only: add --fp16 (or --int8 "
@@ -129,7 +141,7 @@ class ExportOptions(Settings):
         force: replace an existing bundle (atomically).
         skip_parity_long: skip the T = 2615 parity cases (small machines).
         int8_cpu: also write the static INT8 model for CPUs; needs `calib`.
-        calib: dataset folder whose train split calibrates INT8 (CPU and TensorRT).
+        calib: what calibrates INT8 (CPU and TensorRT): feature files or a dataset folder.
         calib_videos: at most this many calibration videos.
         trt: TensorRT engines to build (None: none).
         triton: also write a Triton model repository into this folder.
@@ -162,13 +174,13 @@ class ExportOptions(Settings):
         except ConfigError as exc:
             raise Invalid("opset", self.opset, str(exc).split(": ", 1)[-1]) from None
         if self.int8_cpu and self.calib is None:
-            raise Invalid("int8_cpu", problem="needs calibration data: add --calib DATA (a dataset folder; its "
-                                              "train split's features calibrate the INT8 model)")
+            raise Invalid("int8_cpu", problem="needs calibration data: add --calib FEATURES (feature files or a "
+                                              "dataset folder, whose train split is used)")
         if self.calib is not None and not (self.int8_cpu or (self.trt is not None and self.trt.int8)):
             raise Invalid("calib", self.calib, "is for INT8 calibration: add --int8-cpu (or --trt --int8), or "
                                                "drop --calib")
-        if self.calib is not None and not Path(self.calib).exists():
-            raise Invalid("calib", self.calib, "not found; pass a dataset folder (per-video or W-TALC layout)")
+        if self.calib is not None and not calib_found(self.calib):
+            raise Invalid("calib", self.calib, f"not found; pass {CALIB_WHAT}")
         if self.verify is not None and not Path(self.verify).exists():
             raise Invalid("verify", self.verify, "not found; pass a dataset folder with a test split")
         if (self.allow_drop or self.max_drop != 1.0) and self.verify is None:

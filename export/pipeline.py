@@ -1,7 +1,9 @@
 """The export pipeline behind `hamnet export`: checkpoint -> the formats of the table
 (`export.formats`) -> accuracy guard -> atomically committed bundle -> formats that use
-the bundle (Triton). Every format's step runs through `run_step`, which times it,
-reports it (`runtime.events`) and checks what it wrote; nothing here prints."""
+the bundle (Triton); or, from a bundle (`update_bundle`, no PyTorch), the formats made
+from its model.onnx added to it in place (`export.bundle_update`). Every format's step
+runs through `run_step`, which times it, reports it (`runtime.events`) and checks what
+it wrote; nothing here prints."""
 
 from __future__ import annotations
 
@@ -33,10 +35,12 @@ def formats_for(options: ExportOptions) -> list[ExportFormat]:
                              "triton": options.triton is not None})
 
 
-def run_step(fmt: ExportFormat, ctx: ExportContext) -> None:
+def run_step(fmt: ExportFormat, ctx: ExportContext, optional: bool | None = None) -> None:
     """Run one format's step: a stage event before and after (with its seconds), its
     files checked in the stage, its parity report shown and, when enforced, required to
-    pass. An optional format's failure is recorded in `ctx.errors` (files removed)."""
+    pass. An optional format's failure (`optional`: default the table's) is recorded in
+    `ctx.errors` (files removed); any other raises."""
+    optional = fmt.optional if optional is None else optional
     emit = emitter(ctx.report)
     emit(f"export.{fmt.key}", "stage", f"{fmt.name}: writing", state="start")
     started = time.perf_counter()
@@ -48,7 +52,7 @@ def run_step(fmt: ExportFormat, ctx: ExportContext) -> None:
             if missing:
                 raise BundleError(f"{fmt.name}: {', '.join(missing)} was not written into the bundle folder")
     except Exception as exc:
-        if not fmt.optional:
+        if not optional:
             raise
         if ctx.stage is not None:
             ctx.stage.remove_new(before)  # nothing half-built goes into the bundle
@@ -120,3 +124,67 @@ def run_export(checkpoint: Path, out: Path, options: ExportOptions, report: Repo
     outcome.trt_error = ctx.errors.get("tensorrt")
     outcome.triton = ctx.triton
     return outcome
+
+
+BUNDLE_FORMATS = ("onnx_int8", "tensorrt", "triton")
+"""Formats `update_bundle` makes from a bundle's model.onnx (the others need the checkpoint)."""
+
+
+def update_bundle(path: Path, options: ExportOptions, report: Reporter | None = None) -> ExportOutcome:
+    """Add what `options` asks for (INT8 CPU model, TensorRT engines, Triton repository)
+    to the bundle at `path`, in place and atomically (`export.bundle_update`). Needs no
+    PyTorch. Every step is required: if one fails nothing is changed."""
+    from hamnet_deploy.export.bundle_update import BundleUpdate
+    from hamnet_deploy.runtime.bundle import load_bundle
+
+    emit = emitter(report)
+    options.validate()
+    if options.verify is not None:
+        raise BundleError("--verify compares with the PyTorch model: run it where the checkpoint is (hamnet "
+                          "export RUN --verify DATA); from a bundle, check INT8 with hamnet eval")
+    chosen = [f for f in formats_for(options) if f.key in BUNDLE_FORMATS]
+    if not chosen:
+        raise BundleError(f"{path} is already a bundle: add --trt, --int8-cpu or --triton DIR to add to it, or "
+                          "export a checkpoint (hamnet export RUN)")
+    emit("export.load", "stage", f"checking {path} (every checksum)", state="start")
+    bundle = load_bundle(path, verify=True)  # a damaged bundle is refused before anything is built
+    emit("export.load", "stage", state="done")
+    emit("export.model", "note", f"bundle {path}: D = {bundle.feature_dim}, {bundle.num_classes} classes, "
+                                 f"receptive radius {bundle.receptive_radius}", bundle=str(path))
+    outcome = ExportOutcome(Path(path))
+    building = [f for f in chosen if not f.after_bundle]
+    ctx = ExportContext(None, options, None, report, source=bundle)
+    if building:
+        with BundleUpdate(bundle, options.force) as stage:
+            ctx.stage = stage
+            if options.int8_cpu:
+                stage.replace_model("onnx_int8")  # refused without --force when there is one
+            if options.trt is not None:
+                _check_engine_slot(stage, options)
+                stage.bring_in("hamnet_int8_*.calib")  # an earlier calibration is reused
+            for fmt in building:
+                run_step(fmt, ctx, optional=False)
+            stage.commit(ctx.models, ctx.engines)
+    ctx.stage, ctx.bundle = None, load_bundle(path)  # read back as the runtime will (checksums included)
+    if building:
+        added = [m.file for m in ctx.models.values()] + [e.file for e in ctx.engines]
+        emit("export.bundle", "result", f"bundle updated: {path} (+ {', '.join(added)})", bundle=ctx.bundle)
+    for fmt in chosen:
+        if fmt.after_bundle:
+            run_step(fmt, ctx, optional=False)
+    outcome.triton = ctx.triton
+    return outcome
+
+
+def _check_engine_slot(stage: object, options: ExportOptions) -> None:
+    """Refuse, before building, an engine the bundle already has (same GPU, TensorRT,
+    precision, DLA core) unless --force; skipped when TensorRT or the GPU is missing
+    (the build then says so)."""
+    from hamnet_deploy.runtime.devices import cuda_devices, installed_tensorrt
+    from hamnet_deploy.runtime.trt_compat import engine_file_name, format_cc
+
+    version, gpus = installed_tensorrt(), cuda_devices()
+    if version and gpus:
+        t = options.trt
+        stage.replace_engine(engine_file_name(gpus[0]["name"], format_cc(gpus[0]["compute_capability"]), version,
+                                              t.precision, t.dla_core))

@@ -25,10 +25,11 @@ class StepResult:
 class ExportContext:
     """The state an export's steps share."""
 
-    loaded: Any  # training.checkpoint.LoadedModel
+    loaded: Any  # training.checkpoint.LoadedModel; None when a bundle is updated
     options: Any  # export.options.ExportOptions
-    stage: Any  # export.bundle_writer.BundleStage (None once committed)
+    stage: Any  # export.bundle_writer.BundleStage or .BundleUpdate (None once committed)
     report: Reporter | None = None
+    source: Any = None  # runtime.bundle.Bundle being updated (hamnet export BUNDLE ...)
     models: dict[str, Any] = field(default_factory=dict)  # kind -> runtime.manifest.ModelFile
     engines: tuple = ()
     errors: dict[str, str] = field(default_factory=dict)  # optional formats that failed: key -> why
@@ -38,6 +39,22 @@ class ExportContext:
     @property
     def model(self) -> Any:
         return self.loaded.model
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.loaded.model.feature_dim if self.loaded is not None else self.source.feature_dim)
+
+    @property
+    def train_subset(self) -> str | None:
+        """The training split's name (what calibration prefers), when known."""
+        if self.loaded is not None:
+            return self.loaded.config.data.train_subset
+        return (self.source.manifest.config.get("data") or {}).get("train_subset")
+
+    @property
+    def onnx_path(self) -> Path:
+        """The FP32 ONNX model the other formats are made from."""
+        return self.stage.file("model.onnx") if self.source is None else self.source.model_path("onnx")
 
 
 def onnx_step(ctx: ExportContext) -> StepResult:
@@ -63,22 +80,29 @@ def onnx_step(ctx: ExportContext) -> StepResult:
 def int8_cpu_step(ctx: ExportContext) -> StepResult:
     """model.int8.onnx: static INT8 (QDQ) calibrated on the train split; compared with
     FP32 and reported (judge INT8 by mAP: --verify)."""
+    from hamnet_deploy.export.calibration import calibration_features
+    from hamnet_deploy.export.int8_cpu import (
+        MAX_CALIB_SNIPPETS,
+        quantize_int8_cpu,
+        require_quantization,
+    )
+
+    require_quantization()  # onnxruntime.quantization and onnx, or BackendUnavailable
     import onnx
 
-    from hamnet_deploy.export.int8_cpu import calibration_features, quantize_int8_cpu
-    from hamnet_deploy.export.onnx_export import graph_io, model_opset
+    from hamnet_deploy.export.onnx_graph import graph_io, model_opset
     from hamnet_deploy.export.parity import compare
     from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
-    o, model, stage = ctx.options, ctx.model, ctx.stage
-    feats = calibration_features(o.calib, o.calib_videos, subset=ctx.loaded.config.data.train_subset,
-                                 feature_dim=model.feature_dim)
-    fp32 = stage.file("model.onnx")
+    o, stage = ctx.options, ctx.stage
+    feats = calibration_features(o.calib, o.calib_videos, subset=ctx.train_subset, feature_dim=ctx.feature_dim,
+                                 max_snippets=MAX_CALIB_SNIPPETS)
+    fp32 = ctx.onnx_path
     res = quantize_int8_cpu(fp32, stage.file("model.int8.onnx"), feats)
     q_in, q_out = graph_io(onnx.load(str(res.path)))
     named = [(f"calib video {i} (T {len(x)})", x[None]) for i, x in enumerate(feats[:4])]
     report = compare(OnnxRuntimeRunner(fp32), OnnxRuntimeRunner(res.path), [(1, 1), (1, 37), (1, 339)],
-                     feature_dim=model.feature_dim, name="ONNX Runtime INT8 vs FP32 (reported, not enforced)",
+                     feature_dim=ctx.feature_dim, name="ONNX Runtime INT8 vs FP32 (reported, not enforced)",
                      atol=0.0, rtol=0.1, inputs=named, enforced=False)
     ctx.models["onnx_int8"] = stage.model_entry(
         "model.int8.onnx", opset=model_opset(onnx.load(str(res.path))), precision="int8", inputs=q_in,
@@ -96,7 +120,7 @@ def tensorrt_step(ctx: ExportContext) -> StepResult:
     from hamnet_deploy.export.tensorrt_build import build_engines
 
     stage = ctx.stage
-    raw = build_engines(stage.file("model.onnx"), stage.path, ctx.options.trt)
+    raw = build_engines(ctx.onnx_path, stage.path, ctx.options.trt)
     ctx.engines = stage.engine_entries(raw)
     return StepResult([e.file for e in ctx.engines], None,
                       f"{len(ctx.engines)} engine(s) built ({ctx.options.trt.precision})")

@@ -50,12 +50,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hamnet_deploy.export.calibration import calibration_features
 from hamnet_deploy.export.options import TrtOptions
-from hamnet_deploy.export.trt_calibrator import (
-    calibration_batches,
-    load_calibration_features,
-    make_entropy_calibrator,
-)
+from hamnet_deploy.export.trt_calibrator import calibration_batches, make_entropy_calibrator
 from hamnet_deploy.export.trt_config import (
     configure_compat,
     configure_dla,
@@ -189,7 +186,7 @@ def _build_one(trt: Any, onnx_path: Path, bundle_dir: Path, opts: TrtOptions,
         input_dim_hint: int | None = None
 
         def batches() -> list:
-            feats = load_calibration_features(opts.calib_data, input_dim_hint, opts.calib_videos)
+            feats = calibration_features(opts.calib_data, opts.calib_videos, feature_dim=input_dim_hint)
             return calibration_batches(feats, calib_shape[1], calib_shape[0])
 
         if path_kind == GRAPH and opts.int8:

@@ -1,9 +1,7 @@
 """INT8 calibration data for TensorRT: real feature batches from the train split.
 
-- `load_calibration_features` reads up to N videos, spread evenly over the dataset's
-  train split (`validation` on THUMOS14, `training` on ActivityNet; whole dataset
-  minus its test split when neither exists), with `training.data.load_dataset`
-  (imported lazily: no torch needed).
+- the features come from `export.calibration.calibration_features` (a dataset's train
+  split or feature files, as `--calib` names them).
 - `calibration_batches` joins them end to end and cuts the stream into fixed-T
   chunks grouped into [batch, T, D] arrays, the shape of the calibration profile.
   Joining lets short videos count (most THUMOS14 videos are shorter than a 512-snippet
@@ -22,20 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from hamnet_deploy.export.calibration import calibration_features
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.fileio import write_bytes_atomic
 
 MAX_CALIB_CHUNKS = 512
 """Upper bound on calibration chunks (each T x D), whatever the dataset size."""
-
-
-def load_calibration_features(path: str | os.PathLike, feature_dim: int | None = None,
-                              max_videos: int = 32) -> list[np.ndarray]:
-    """Up to `max_videos` whole T x D float32 arrays from the train split of the dataset at
-    `path` (`export.calibration.calibration_features`); DataError when the dataset is
-    missing, malformed, has another D, or has no videos."""
-    return calibration_features(path, max_videos, feature_dim=feature_dim)
 
 
 def calibration_batches(features: Sequence[np.ndarray], chunk_t: int, batch: int,

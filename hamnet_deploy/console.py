@@ -18,6 +18,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+EXTRAS = {"torch": "train", "onnxslim": "train", "safetensors": "train", "onnx": "int8", "tensorrt": "trt",
+          "tritonclient": "triton", "matplotlib": "plot"}
+"""Optional module -> the extra of pyproject.toml that installs it."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -39,6 +42,11 @@ def handle_errors(func: F) -> F:
             where = f"{exc.filename}: " if exc.filename else ""
             raise fail(f"{where}{exc.strerror or exc}; check the path, its permissions and the free "
                        "space") from None
+        except ModuleNotFoundError as exc:  # safety net: an optional dependency a code path needs
+            name = (exc.name or "?").split(".")[0]
+            extra = EXTRAS.get(name)
+            how = f"pip install 'hamnet-deploy[{extra}]'" if extra else f"pip install {name}"
+            raise fail(f"this needs the Python package {name!r}, which is not installed: {how}") from None
         except MemoryError:
             raise fail("out of memory; use shorter feature files or a smaller --batch-size/--max-t") from None
         except KeyboardInterrupt:

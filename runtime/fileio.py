@@ -29,7 +29,8 @@ from hamnet_deploy.runtime.errors import DataError, HamnetError
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; on success fsync and rename it over `path`."""
+    """Open a temp file beside `path`; on success fsync and rename it over `path` (which
+    keeps its permissions)."""
     target = Path(path)
     try:
         mode_now = os.stat(target).st_mode
@@ -50,6 +51,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             with signals_deferred():  # a Ctrl-C lands once `tmp` is known, so it is removed
                 fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
                 handle = os.fdopen(fd, mode)
+            # the file keeps the mode it had (mkstemp makes 0600); a new one gets what open() would
+            with contextlib.suppress(OSError):
+                os.fchmod(handle.fileno(), stat.S_IMODE(mode_now) if mode_now is not None else _default_mode(0o666))
         except OSError as exc:
             raise DataError(f"cannot write {target}: {exc.strerror}; choose a writable location") from exc
         with handle:
@@ -185,27 +189,30 @@ def staging(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Pat
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for a few system calls (main thread, POSIX); they are
-    delivered when the block ends."""
+    delivered when the outermost such block ends."""
     blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    held = {signal.SIGINT, signal.SIGTERM}
-    if blockable:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if blockable else None
     try:
         yield
     finally:
-        if blockable:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        if previous is not None:  # restore, not unblock: a block nested in another keeps holding them
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _default_mode(base: int) -> int:
+    """`base` (0o666 files, 0o777 folders) less the process umask: what open()/mkdir give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
 
 
 def publish_permissions(folder: str | os.PathLike) -> None:
     """Give a staged folder and its files the modes a plain mkdir/open would (umask
     applied): temp folders and atomic writes create them private (0700/0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
     folder = Path(folder)
     for path in [folder, *folder.rglob("*")]:
         with contextlib.suppress(OSError):
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+            os.chmod(path, _default_mode(0o777 if path.is_dir() else 0o666))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,5 +1,7 @@
 """`hamnet export`: checkpoint -> verified deployment bundle (ONNX, optional INT8 for
-CPUs, optional TensorRT engines) and optionally a Triton model repository."""
+CPUs, optional TensorRT engines) and optionally a Triton model repository; or bundle ->
+the same bundle with TensorRT engines / the INT8 model added, built on this machine
+without PyTorch (`export.pipeline.update_bundle`)."""
 
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def build_options(*, given: dict[str, Any], int8_cpu: bool, trt: bool, fp16: boo
         trt_options = TrtOptions(fp16=fp16, int8=int8, calib_data=str(calib) if calib and int8 else None,
                                  dla_core=given.get("dla"), opset=opset,
                                  timing_cache=str(given["timing_cache"]) if given.get("timing_cache") else None,
-                                 **kwargs)
+                                 version_compatible=bool(given.get("version_compatible")),
+                                 hardware_compatible=bool(given.get("hardware_compatible")), **kwargs)
     extra = {k: given[k] for k in ("calib_videos",) if given.get(k) is not None}
     if given.get("max_batch") is not None:
         extra["triton_max_batch"] = given["max_batch"]
@@ -50,10 +53,26 @@ def build_options(*, given: dict[str, Any], int8_cpu: bool, trt: bool, fp16: boo
                          allow_drop=allow_drop, max_drop=max_drop, **extra)
 
 
+CHECKPOINT_ONLY = {"out": "--out", "opset": "--opset", "verify": "--verify", "allow_drop": "--allow-drop",
+                   "max_drop": "--max-drop", "skip_parity_long": "--skip-parity-long"}
+"""Options that only mean something when a checkpoint is exported (a bundle is updated in place)."""
+
+
+def check_bundle_args(bundle: Path, given: dict[str, Any]) -> None:
+    """Refuse the checkpoint-only options when updating `bundle` in place."""
+    for key, flag in CHECKPOINT_ONLY.items():
+        if given.get(key) not in (None, False):
+            why = ("the bundle is updated in place; copy it first to keep the original" if key == "out" else
+                   "the ONNX model is already in the bundle" if key in ("opset", "skip_parity_long") else
+                   "the accuracy guard compares with PyTorch: run it where the checkpoint is")
+            raise ConfigError(f"{flag} applies when exporting a checkpoint, and {bundle} is a bundle ({why}); "
+                              f"drop {flag}")
+
+
 @handle_errors
 def export_command(
-    checkpoint: Path = typer.Argument(..., help="Run folder from `hamnet train` (its latest checkpoint) or a "
-                                      "checkpoints/epoch-N folder."),
+    checkpoint: Path = typer.Argument(..., help="Run folder from `hamnet train` (its latest checkpoint), a "
+                                      "checkpoints/epoch-N folder, or a bundle to add engines / INT8 to."),
     out: Path = typer.Option(None, "--out", "-o", help="Bundle folder (default: CHECKPOINT/bundle; "
                              "RUN/bundle-epoch-N for an epoch folder)."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset, 13-20 (default: 17, what TensorRT 8.5/8.6 "
@@ -78,6 +97,10 @@ def export_command(
                             "static T)."),
     timing_cache: Path = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (read and "
                                       "updated)."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="TensorRT 8.6+: an engine "
+                                            "later TensorRT versions also run (slower)."),
+    hardware_compatible: bool = typer.Option(False, "--hardware-compatible", help="TensorRT 8.6+: an engine "
+                                             "any Ampere or newer discrete GPU runs (slower)."),
     triton: Path = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
     verify: Path = typer.Option(None, "--verify", help="Accuracy guard: evaluate PyTorch and every exported "
                                 "model on this dataset's test split."),
@@ -85,20 +108,36 @@ def export_command(
                                     "of failing."),
     max_drop: float = typer.Option(1.0, "--max-drop", help="With --verify: largest allowed drop of average "
                                    "mAP (points) of a reduced-precision model."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle (atomically)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle (atomically); from a "
+                               "bundle: replace its INT8 model or the engine for this GPU and TensorRT."),
     skip_parity_long: bool = typer.Option(False, "--skip-parity-long", help="Skip the T = 2615 parity "
                                           "cases (faster on small machines)."),
 ) -> None:
-    """Export a checkpoint to a verified deployment bundle (ONNX; INT8 for CPUs, TensorRT, Triton)."""
+    """Export a checkpoint to a verified deployment bundle (ONNX; INT8 for CPUs, TensorRT, Triton), or add
+    TensorRT engines / the INT8 model to a bundle on the machine that will run it (no PyTorch needed)."""
     given = {"opset": opset, "calib": calib, "calib_videos": calib_videos, "fp16": fp16, "int8": int8,
              "min_t": min_t, "opt_t": opt_t, "max_t": max_t, "max_batch": max_batch,
              "workspace_mb": workspace_mb, "dla": dla, "timing_cache": timing_cache,
+             "version_compatible": version_compatible, "hardware_compatible": hardware_compatible,
              "skip_parity_long": skip_parity_long}
+    from hamnet_deploy.runtime.manifest import MANIFEST
+
+    from_bundle = (checkpoint / MANIFEST).is_file()
+    if from_bundle:
+        check_bundle_args(checkpoint, {**given, "out": out, "verify": verify, "allow_drop": allow_drop,
+                                       "max_drop": None if max_drop == 1.0 else max_drop})
     options = build_options(given=given, int8_cpu=int8_cpu, trt=trt, fp16=fp16, int8=int8, calib=calib,
                             triton=triton, verify=verify, allow_drop=allow_drop, max_drop=max_drop, force=force)
+    if from_bundle:
+        from hamnet_deploy.export.pipeline import update_bundle
+
+        with RichReporter(console) as report:
+            update_bundle(checkpoint, options, report=report)
+        console.print(f"next: hamnet detect FEATURES --model {p(checkpoint)}", soft_wrap=True, highlight=False)
+        return
     if not checkpoint.exists():
         raise ConfigError(f"{checkpoint}: checkpoint not found; pass a run folder from hamnet train or its "
-                          "checkpoints/epoch-N folder")
+                          "checkpoints/epoch-N folder (or a bundle to add engines to)")
     out = out if out is not None else default_out(checkpoint)
     import_torch()
     from hamnet_deploy.export.pipeline import run_export

@@ -13,12 +13,8 @@ import onnx
 import pytest
 import torch
 
-from hamnet_deploy.export.int8_cpu import (
-    calibration_features,
-    float_nodes,
-    make_reader,
-    quantize_int8_cpu,
-)
+from hamnet_deploy.export.calibration import calibration_features
+from hamnet_deploy.export.int8_cpu import float_nodes, make_reader, quantize_int8_cpu
 from hamnet_deploy.export.onnx_export import export_onnx, read_metadata
 from hamnet_deploy.export.parity import compare, random_features
 from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner

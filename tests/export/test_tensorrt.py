@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from hamnet_deploy.export import trt_precision
+from hamnet_deploy.export.calibration import calibration_features
 from hamnet_deploy.export.trt_calibrator import (
     calibration_batches,
-    load_calibration_features,
 )
 from hamnet_deploy.export.trt_precision import convert_model_fp16, precision_path
 from hamnet_deploy.runtime import devices, trt_compat
@@ -368,10 +368,10 @@ def test_calibration_batches_shapes():
 
 
 
-def test_load_calibration_features_train_split(synth_dataset):
+def test_calibration_features_train_split(synth_dataset):
     from hamnet_deploy.training.data import load_dataset
 
-    feats = load_calibration_features(synth_dataset, feature_dim=D, max_videos=2)
+    feats = calibration_features(synth_dataset, 2, feature_dim=D)
     train = load_dataset(synth_dataset, subset="validation")
     assert len(feats) == 2 and all(f.shape[1] == D and f.dtype == np.float32 for f in feats)
     train_lengths = set(train.lengths.tolist())
@@ -379,6 +379,6 @@ def test_load_calibration_features_train_split(synth_dataset):
     np.testing.assert_array_equal(feats[0], train.features[0])  # evenly spaced: first and last
     np.testing.assert_array_equal(feats[-1], train.features[-1])
     with pytest.raises(DataError):
-        load_calibration_features(synth_dataset, feature_dim=D + 1)
+        calibration_features(synth_dataset, feature_dim=D + 1)
 
 

@@ -105,7 +105,7 @@ def test_build_trt8_int8_calibrator_and_cache(fake_env, tiny_onnx, synth_dataset
     calib = bundle / e["calibration_cache"]
     assert calib.read_bytes() == b"scales:%d" % desc["calibration"]["batches"]
     # second build: the calibration cache is used and the dataset is never loaded
-    monkeypatch.setattr(tb, "load_calibration_features",
+    monkeypatch.setattr(tb, "calibration_features",
                         lambda *a, **k: pytest.fail("dataset loaded despite the calibration cache"))
     [e2] = tb.build_engines(tiny_onnx, bundle, opts)
     assert _desc(bundle / e2["file"])["calibration"] == {"from_cache": calib.read_text()}

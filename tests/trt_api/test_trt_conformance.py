@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,29 @@ def test_bindings_without_their_library(version):
                     message), message
     assert f"pip install {libs}=={version}" in message and "LD_LIBRARY_PATH" in message
     assert "not installed" not in message
+
+
+def test_export_from_a_bundle_with_the_real_bindings_and_no_torch(version, built_bundle, tmp_path):
+    """The device path with real TensorRT bindings, no GPU and no PyTorch: exit 2, one line,
+    the bundle untouched."""
+    import hashlib
+    import shutil
+
+    from tests.helpers import run_base_cli
+
+    bundle = Path(shutil.copytree(built_bundle, tmp_path / "bundle"))
+
+    def files() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle.rglob("*") if p.is_file()}
+
+    before = files()
+    dist = VERSIONS[version]
+    env = {"LD_LIBRARY_PATH": str(real_bindings.stub_libraries(real_bindings.major(version))),
+           "HAMNET_CACHE": str(tmp_path / "cache")}
+    out = run_base_cli(["export", bundle, "--trt", "--fp16"], tmp_path,
+                       prepend=(real_bindings.site(version, dist),), env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2 and "Traceback" not in text, text
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: no CUDA GPU is visible"), text
+    assert files() == before
