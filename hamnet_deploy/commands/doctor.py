@@ -41,6 +41,22 @@ def auto_choice(model: Path | None, env: object) -> tuple[str, str]:
     return plain[0].name, f"{plain[0].name} ({plain[1]})"
 
 
+def driver_line(report: object) -> str:
+    """The CUDA driver as doctor prints it."""
+    driver = report.cuda_driver
+    if driver is None:
+        return "none (no NVIDIA driver found: GPU backends cannot run here)"
+    return f"supports CUDA up to {driver} (CUDA {driver.split('.')[0]}.x runtimes run on it)"
+
+
+def tensorrt_line(report: object) -> str:
+    """The installed TensorRT and whether its CUDA runtime runs on the driver."""
+    built = f"built for CUDA {report.tensorrt_cuda}" if report.tensorrt_cuda else "its CUDA version is not recorded"
+    verdict = {True: "runs on this driver", False: "cannot run on this driver (see the warning below)",
+               None: "unknown whether it runs on this driver" if report.cuda_driver else "no driver to run on"}
+    return f"{report.tensorrt}, {built}: {verdict[report.tensorrt_runs]}"
+
+
 @handle_errors
 def doctor_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -76,6 +92,9 @@ def doctor_command(
                           f"{d.get('memory_bytes', 0) / 2**30:.1f} GiB)")
     else:
         console.print("[bold]CUDA devices:[/] none visible")
+    console.print(f"[bold]CUDA driver:[/] {driver_line(report)}", highlight=False, soft_wrap=True)
+    if report.tensorrt:
+        console.print(f"[bold]TensorRT:[/] {tensorrt_line(report)}", highlight=False, soft_wrap=True)
     bt = Table(title="backends (--backend)", title_justify="left")
     for col in ("backend", "devices", "works", "why"):
         bt.add_column(col)

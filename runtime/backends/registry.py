@@ -94,6 +94,9 @@ def _probe_tensorrt(env: Environment, device: str) -> None:
                                  "JetPack's python3-libnvinfer)")
     if not env.gpus:
         raise BackendUnavailable(NO_GPU)
+    problem = env.tensorrt_driver_problem()
+    if problem:
+        raise BackendUnavailable(problem)
 
 
 def _create_tensorrt(bundle: Any, device: str, options: RunOptions, env: Environment) -> tuple[BaseRunner, str]:

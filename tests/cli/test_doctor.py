@@ -84,3 +84,25 @@ def test_doctor_says_what_auto_starts(built_bundle, tmp_path, monkeypatch, machi
     result = CliRunner().invoke(app, ["doctor", "--no-torch", "--model", str(bundle)])
     assert result.exit_code == 0, result.output
     assert f"will use: {expected} " in " ".join(result.output.split())
+
+
+def test_doctor_reports_the_driver_and_tensorrt_cuda(monkeypatch):
+    """TensorRT for CUDA 13 on a CUDA 12.4 driver: doctor says it cannot run and how to fix
+    it, and the tensorrt backend is not usable (auto skips it with that reason)."""
+    old = Environment((CPU,), (H100,), "11.4.0.106", None, "12.4", 13)
+    problem = "TensorRT 11.4.0.106 is built for CUDA 13 but the NVIDIA driver supports CUDA up to 12.4"
+    report = probe(old, details=False)
+    assert report.cuda_driver == "12.4" and report.tensorrt_cuda == 13 and report.tensorrt_runs is False
+    assert any(w.startswith(problem) and "pip install tensorrt-cu12" in w for w in report.warnings)
+    assert problem in registry.get("tensorrt").why_not(old)
+    ok = Environment((CPU,), (H100,), "10.13.0.35", None, "12.4", 12)
+    assert probe(ok, details=False).tensorrt_runs is True and registry.get("tensorrt").why_not(ok) is None
+    assert probe(Environment((CPU,), (H100,), "8.6.1", None, "12.4", None), details=False).tensorrt_runs is None
+
+    monkeypatch.setattr(Environment, "current", classmethod(lambda cls: old))
+    result = CliRunner().invoke(app, ["doctor", "--no-torch"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "CUDA driver: supports CUDA up to 12.4" in text
+    assert "TensorRT: 11.4.0.106, built for CUDA 13: cannot run on this driver" in text
+    assert f"warning: {problem}" in text

@@ -275,3 +275,19 @@ def test_export_from_a_bundle_with_the_real_bindings_and_no_torch(version, built
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: no CUDA GPU is visible"), text
     assert files() == before
+
+
+@pytest.mark.parametrize("libraries", [True, False])
+def test_doctor_with_the_real_bindings(version, tmp_path, libraries):
+    from tests.helpers import run_base_cli
+
+    dist = VERSIONS[version]
+    env = {"LD_LIBRARY_PATH": str(real_bindings.stub_libraries(real_bindings.major(version)))} if libraries else {}
+    out = run_base_cli(["doctor", "--json"], tmp_path, prepend=(real_bindings.site(version, dist),), env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["tensorrt"] == version
+    assert report["tensorrt_cuda"] == (12 if "cu12" in dist else None)
+    assert report["cuda_driver"] is None and report["tensorrt_runs"] is None  # no driver here
+    missing = [w for w in report["warnings"] if "bindings are installed but its library" in w]
+    assert bool(missing) == (not libraries), report["warnings"]
