@@ -11,6 +11,7 @@ import numpy as np
 
 from hamnet_deploy.runtime.errors import BundleError, DataError
 from hamnet_deploy.runtime.events import Reporter, emitter
+from hamnet_deploy.runtime.fileio import sha256_file
 from hamnet_deploy.runtime.inference import Inference
 from hamnet_deploy.runtime.scoring import EvalSummary, evaluate_outputs, thresholds_for
 
@@ -80,4 +81,5 @@ def verify_models(loaded: Any, models: dict[str, Path], data: Path, max_drop: fl
         emit("export.verify.ok", "note", f"accuracy guard ok (max drop {max_drop:g} points of average mAP)")
     return {"data": str(data), "subset": subset, "videos": len(ds), "max_drop": max_drop,
             "passed": not problems, "pytorch": _record(scores[0]),
-            **{kind: _record(sc) for kind, sc in zip(models, scores[1:], strict=True)}}
+            **{kind: {**_record(sc), "sha256": sha256_file(models[kind])}
+               for kind, sc in zip(models, scores[1:], strict=True)}}

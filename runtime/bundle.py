@@ -17,6 +17,7 @@ onnx package are not installed.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -91,6 +92,28 @@ class Bundle:
             raise BundleError(f"{self.path}: {name!r} resolves outside the bundle folder (a symbolic "
                               "link?); refusing this bundle") from None
         return full
+
+    def accuracy_verified(self, kind: str) -> tuple[bool, str]:
+        """Whether the accuracy guard (`hamnet export --verify`) measured this very `kind`
+        model (same sha256) within its --max-drop of PyTorch's average mAP; and why."""
+        record = self.manifest.source.get("verify")
+        record = record if isinstance(record, dict) else {}
+        mine, ref, tol = record.get(kind), record.get("pytorch"), record.get("max_drop")
+        if not (isinstance(mine, dict) and isinstance(ref, dict) and isinstance(tol, (int, float))):
+            return False, f"no accuracy check of its {kind} model (hamnet export RUN --int8-cpu --verify DATA)"
+        if not self.has(kind) or mine.get("sha256") != self.model(kind).sha256:
+            return False, (f"its {kind} model is not the one --verify measured (re-run hamnet export RUN "
+                           "--int8-cpu --verify DATA)")
+        try:
+            ours, theirs = 100.0 * float(mine["average_mAP"]), 100.0 * float(ref["average_mAP"])
+        except (KeyError, TypeError, ValueError):
+            return False, f"the accuracy check of its {kind} model is incomplete"
+        drop = theirs - ours
+        if not math.isfinite(drop) or drop > float(tol):
+            return False, (f"--verify measured an average mAP drop of {drop:.2f} points for its {kind} model "
+                           f"(more than --max-drop {float(tol):g})")
+        return True, (f"--verify kept its average mAP within {float(tol):g} points of PyTorch ({ours:.2f} vs "
+                      f"{theirs:.2f}, on {record.get('videos', '?')} {record.get('subset', 'test')} videos)")
 
     def verify_checksums(self, only: Iterable[str] | None = None) -> None:
         """Check that every listed file exists and matches its SHA-256.

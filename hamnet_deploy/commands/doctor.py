@@ -31,7 +31,7 @@ def auto_choice(model: Path | None, env: object) -> tuple[str, str]:
                 return route.backend.name, f"{route.label} for {model}"
         return "nothing", f"no backend can run {model} here"
     usable = [(b, d) for b, d in registry.auto_routes() if b.why_not(env, d) is None]
-    plain = next(((b, d) for b, d in usable if b.model != "engine"), None)
+    plain = next(((b, d) for b, d in usable if b.model != "engine" and b.auto_if is None), None)
     if plain is None:
         return "nothing", "install onnxruntime"
     first = usable[0]

@@ -5,7 +5,7 @@
 | --- | --- | --- | --- |
 | tensorrt | a TensorRT engine of the bundle | cuda | 1st: an engine built for this GPU and TensorRT |
 | onnxruntime | model.onnx | cuda, cpu | 2nd on cuda, 3rd on cpu |
-| onnxruntime-int8 | model.int8.onnx | cpu | - (judge INT8 by mAP first) |
+| onnxruntime-int8 | model.int8.onnx | cpu | before FP32 on cpu, when --verify kept its mAP within --max-drop |
 | onnxruntime-tensorrt | model.onnx (ONNX Runtime's TensorRT provider) | cuda | - |
 | torch | a training checkpoint | cpu, cuda, mps | the only backend of a checkpoint |
 
@@ -59,6 +59,14 @@ class Backend:
     """(device, rank) pairs `--backend auto` tries, lowest rank first."""
     details: Callable[[Environment], str] | None = field(default=None, compare=False)
     """Optional extra line for `hamnet doctor` (may import the backend's library)."""
+    auto_if: Callable[[Any], tuple[bool, str]] | None = field(default=None, compare=False)
+    """For `--backend auto` only: whether this bundle qualifies, and why (e.g. INT8 that
+    passed the accuracy guard); None: always."""
+
+    def offered(self, bundle: Any) -> bool:
+        """Whether `auto` considers this row for `bundle` at all (a model file it lacks
+        other than model.onnx and engines is not worth a line: it was never exported)."""
+        return self.model not in ("onnx_int8",) or bundle.has(self.model)
 
     def why_not(self, env: Environment, device: str | None = None) -> str | None:
         """None when it can run here (on `device`, or on any of its devices), else why not."""
@@ -168,7 +176,8 @@ for _row in (
             "ONNX Runtime, the FP32 model.onnx (CUDA with onnxruntime-gpu, else CPU)",
             auto=(("cuda", 20), ("cpu", 30))),
     Backend("onnxruntime-int8", "onnx_int8", ("cpu",), _probe_ort, _ort_factory("onnx_int8"),
-            "ONNX Runtime, the static INT8 model.int8.onnx for CPUs (hamnet export --int8-cpu)"),
+            "ONNX Runtime, the static INT8 model.int8.onnx for CPUs (hamnet export --int8-cpu)",
+            auto=(("cpu", 25),), auto_if=lambda bundle: bundle.accuracy_verified("onnx_int8")),
     Backend("onnxruntime-tensorrt", "onnx", ("cuda",), _probe_ort_trt, _ort_factory("onnx", "tensorrt"),
             "ONNX Runtime's TensorRT provider on model.onnx (onnxruntime-gpu and TensorRT)"),
 ):

@@ -4,7 +4,9 @@ an *active* runner plus a one-line reason, through the backend table
 
 `auto` on a bundle tries the table's auto routes in order and takes the first that
 starts: a TensorRT engine that matches this GPU and TensorRT (exact match first, then
-the precision order), ONNX Runtime CUDA, ONNX Runtime CPU. `--device cpu` or `cuda`
+the precision order), ONNX Runtime CUDA, ONNX Runtime CPU on the INT8 model when the
+accuracy guard kept its mAP within --max-drop (`Bundle.accuracy_verified`), ONNX
+Runtime CPU on the FP32 model. `--device cpu` or `cuda`
 keeps only the routes on that device. A training checkpoint runs with the backends
 that take checkpoints (PyTorch). An explicit backend that cannot start is an error
 naming what is missing; `auto` notes it in the reason and moves on. `plan` says what
@@ -129,11 +131,16 @@ def plan(bundle: Bundle, device: str = "auto", env: Environment | None = None,
     options = options or RunOptions()
     routes = []
     for backend, dev in registry.auto_routes(device):
+        if not backend.offered(bundle):
+            continue
         try:
             backend.make(bundle, dev, options, env)
             why = None
         except HamnetError as exc:
             why = _short(str(exc))
+        if why is None and backend.auto_if is not None:
+            qualifies, because = backend.auto_if(bundle)
+            why = None if qualifies else because
         routes.append(Route(backend, dev, why))
     return routes
 
@@ -227,6 +234,8 @@ def _auto(bundle: Bundle, device: str, options: RunOptions, env: Environment) ->
             skipped.append(f"not {route.label}: {_short(str(exc))}")
             last = exc
             continue
+        if route.backend.auto_if is not None:
+            reason += f", chosen because {route.backend.auto_if(bundle)[1]}"
         if skipped:
             reason += " (" + "; ".join(skipped) + ")"
         return Selection(runner, route.backend.name, reason, ModelInfo.from_bundle(bundle), skipped)

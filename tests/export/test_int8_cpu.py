@@ -177,6 +177,24 @@ def test_accuracy_guard_passes_and_is_recorded(trained, synth, tmp_path):
     assert fp32["average_mAP"] == pytest.approx(ref["average_mAP"], abs=1e-6)
     # ... and the INT8 model stays within the guard's 1 point
     assert 100 * (ref["average_mAP"] - int8["average_mAP"]) <= 1.0
+    assert int8["sha256"] == load_bundle(out).model("onnx_int8").sha256  # the record names the file it measured
+
+    # so `--backend auto` on a CPU runs the INT8 model, and says why
+    from hamnet_deploy.runtime.backends.select import select_runner
+    from hamnet_deploy.runtime.environment import Environment
+
+    cpu = Environment(("CPUExecutionProvider",))
+    chosen = select_runner(out, env=cpu)
+    with chosen.runner:
+        assert chosen.backend == "onnxruntime-int8"
+        assert "model.int8.onnx (int8), chosen because --verify kept its average mAP within 1 points" in chosen.reason
+    # an INT8 model made again (from the bundle, not measured): FP32 again, and why
+    result = _export(out, "--int8-cpu", "--calib", synth, "--calib-videos", 2, "--force")
+    assert result.exit_code == 0, result.output
+    chosen = select_runner(out, env=cpu)
+    with chosen.runner:
+        assert chosen.backend == "onnxruntime" and "model.onnx (fp32)" in chosen.reason
+        assert "not onnxruntime-int8 (cpu): its onnx_int8 model is not the one --verify measured" in chosen.reason
 
 
 def test_accuracy_guard_failure_writes_nothing_unless_allowed(trained, synth, tmp_path, monkeypatch):

@@ -292,3 +292,33 @@ def test_runtime_bundle_imports_without_torch_or_onnx():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_accuracy_verified_reads_the_guard_record(built_bundle, tmp_path):
+    """`Bundle.accuracy_verified`: only a record of this very file, within its --max-drop."""
+    import json
+    import shutil
+
+    from hamnet_deploy.runtime.bundle import load_bundle
+
+    folder = Path(shutil.copytree(built_bundle, tmp_path / "b"))
+    sha = load_bundle(folder).model("onnx").sha256
+
+    def with_record(record):
+        data = json.loads((folder / "manifest.json").read_text())
+        data["source"]["verify"] = record
+        (folder / "manifest.json").write_text(json.dumps(data))
+        return load_bundle(folder).accuracy_verified("onnx")
+
+    ok, why = with_record({"max_drop": 1.0, "videos": 4, "subset": "test", "pytorch": {"average_mAP": 0.40},
+                           "onnx": {"average_mAP": 0.395, "sha256": sha}})
+    assert ok and "within 1 points of PyTorch (39.50 vs 40.00, on 4 test videos)" in why
+    ok, why = with_record({"max_drop": 0.2, "pytorch": {"average_mAP": 0.40},
+                           "onnx": {"average_mAP": 0.395, "sha256": sha}})
+    assert not ok and "drop of 0.50 points" in why
+    ok, why = with_record({"max_drop": 1.0, "pytorch": {"average_mAP": 0.40},
+                           "onnx": {"average_mAP": 0.40, "sha256": "0" * 64}})
+    assert not ok and "not the one --verify measured" in why
+    for broken in (None, "x", {"max_drop": "1", "pytorch": {}, "onnx": {}},
+                   {"max_drop": 1.0, "pytorch": {"average_mAP": "x"}, "onnx": {"sha256": sha}}):
+        assert not with_record(broken)[0]
