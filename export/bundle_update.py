@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hamnet_deploy.export.bundle_writer import now_iso
+from hamnet_deploy.export.bundle_writer import Staging, now_iso
 from hamnet_deploy.runtime.bundle import Bundle
 from hamnet_deploy.runtime.errors import BundleError, ConfigError
 from hamnet_deploy.runtime.fileio import (
@@ -52,8 +52,8 @@ from hamnet_deploy.runtime.manifest import (
 TEMP_PREFIX = ".hamnet-update-"
 
 
-class BundleUpdate:
-    """The staging area of an in-place bundle update (the same interface as
+class BundleUpdate(Staging):
+    """The staging area of an in-place bundle update (the interface of
     `export.bundle_writer.BundleStage`, so the export steps write into either)."""
 
     def __init__(self, bundle: Bundle, force: bool = False) -> None:
@@ -63,12 +63,6 @@ class BundleUpdate:
         self.committed = False
         self.names: dict[str, str] = {}  # name a step asked for -> the name it gets
         self.replaced: set[str] = set()  # listed files the update replaces
-
-    @property
-    def path(self) -> Path:
-        if self._path is None:
-            raise BundleError("BundleUpdate is used as a context manager: `with BundleUpdate(bundle) as stage:`")
-        return self._path
 
     def __enter__(self) -> BundleUpdate:
         import tempfile
@@ -162,15 +156,6 @@ class BundleUpdate:
             item.update(file=final, sha256=actual)
             out.append(EngineEntry.from_dict(item, f"engines[{i}]"))
         return tuple(out)
-
-    def snapshot(self) -> set[str]:
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
-
-    def remove_new(self, before: set[str]) -> list[str]:
-        gone = sorted(self.snapshot() - before)
-        for name in gone:
-            (self.path / name).unlink(missing_ok=True)
-        return gone
 
     # ---------------------------------------------------------------- commit
     def commit(self, models: Mapping[str, ModelFile], engines: Sequence[EngineEntry],

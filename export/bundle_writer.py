@@ -59,7 +59,36 @@ def check_target(target: str | os.PathLike, force: bool = False) -> Path:
     return target
 
 
-class BundleStage:
+class Staging:
+    """What both ways of writing a bundle share: a staging folder (`path`, inside the
+    `with` block), what was staged in it (`snapshot`) and undoing a failed step
+    (`remove_new`). `BundleStage` writes a new bundle, `export.bundle_update.BundleUpdate`
+    adds to one; the export steps write into either."""
+
+    _path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The staging folder (exists inside the `with` block)."""
+        if self._path is None:
+            raise BundleError(f"{type(self).__name__} is used as a context manager: `with "
+                              f"{type(self).__name__}(...) as stage:`")
+        return self._path
+
+    def snapshot(self) -> set[str]:
+        """Relative names of the files staged so far."""
+        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+
+    def remove_new(self, before: set[str]) -> list[str]:
+        """Delete files staged after `snapshot()` returned `before` (e.g. what a failed
+        engine build left); returns their names."""
+        gone = sorted(self.snapshot() - before)
+        for name in gone:
+            (self.path / name).unlink(missing_ok=True)
+        return gone
+
+
+class BundleStage(Staging):
     """Build a bundle in a temporary folder beside `target`; `commit` moves it into place."""
 
     def __init__(self, target: str | os.PathLike, force: bool = False) -> None:
@@ -67,13 +96,6 @@ class BundleStage:
         self.force = force
         self._path: Path | None = None
         self.committed = False
-
-    @property
-    def path(self) -> Path:
-        """The staging folder (exists inside the `with` block)."""
-        if self._path is None:
-            raise BundleError("BundleStage is used as a context manager: `with BundleStage(out) as stage:`")
-        return self._path
 
     def __enter__(self) -> BundleStage:
         """Create the staging folder; a Ctrl-C at any moment leaves none behind."""
@@ -126,18 +148,6 @@ class BundleStage:
             item["sha256"] = actual
             out.append(EngineEntry.from_dict(item, f"engines[{i}]"))
         return tuple(out)
-
-    def snapshot(self) -> set[str]:
-        """Relative names of the files staged so far."""
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
-
-    def remove_new(self, before: set[str]) -> list[str]:
-        """Delete files staged after `snapshot()` returned `before` (e.g. what a failed
-        engine build left); returns their names."""
-        gone = sorted(self.snapshot() - before)
-        for name in gone:
-            (self.path / name).unlink(missing_ok=True)
-        return gone
 
     def commit(self, manifest: Manifest) -> Path:
         """Check the manifest against the staged files, write it, move the bundle into place."""
