@@ -186,17 +186,42 @@ def staging(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Pat
         raise
 
 
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for a few system calls (main thread, POSIX); they are
-    delivered when the outermost such block ends."""
-    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if blockable else None
+    delivered when the outermost such block ends.
+
+    Two layers: the signals are blocked in the kernel (none arrives during the block),
+    and their Python handlers are swapped for ones that only take note, because a
+    signal that arrived just before the block may still be pending inside the
+    interpreter, which would otherwise raise KeyboardInterrupt at any line in it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    handlers = {}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_HELD))
     try:
+        for sig in _HELD:
+            handlers[sig] = signal.signal(sig, lambda signum, frame: noted.append(signum))
         yield
     finally:
-        if previous is not None:  # restore, not unblock: a block nested in another keeps holding them
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # restore, not unblock: nested blocks keep holding
+        for signum in dict.fromkeys(noted):
+            _deliver(signum, handlers.get(signum))
+
+
+def _deliver(signum: int, handler: object) -> None:
+    """Act on a signal noted during `signals_deferred` as its own handler would have."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action (terminate), now that it is unblocked
 
 
 def _default_mode(base: int) -> int:
