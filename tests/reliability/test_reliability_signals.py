@@ -43,10 +43,16 @@ def hamnet(*args: object) -> list[str]:
     return [sys.executable, "-m", "hamnet_deploy.cli", *map(str, args)]
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C acts as in a terminal, even when these tests run with SIGINT
+    ignored (nohup, a background job), whose ignored disposition a child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(cmd: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "HAMNET_CACHE": str(cwd / "cache")}
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_interruptible)
 
 
 def wait_for(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
