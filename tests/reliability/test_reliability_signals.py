@@ -49,10 +49,29 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+_SPAWNED: list[subprocess.Popen] = []
+
+
 def spawn(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """Start a command in its own process group (ended after the test, pass or fail)."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "HAMNET_CACHE": str(cwd / "cache")}
-    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True, preexec_fn=_interruptible)
+    _SPAWNED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _end_spawned():
+    """No command a test started outlives it, whatever the test's outcome."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.communicate(timeout=30)
 
 
 def wait_for(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
