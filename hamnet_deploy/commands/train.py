@@ -10,6 +10,22 @@ from hamnet_deploy.console import console, handle_errors, import_torch
 from hamnet_deploy.reporting import RichReporter
 
 
+def refuse_recorded_pickle(data: Path, run: Path) -> None:
+    """A W-TALC dataset runs pickle when loaded: refuse one that only a run folder's
+    config.json names (a copied or shared run could point anywhere)."""
+    from hamnet_deploy.runtime.errors import DataError
+    from hamnet_deploy.training.data import detect_layout
+
+    try:
+        layout = detect_layout(data)
+    except DataError:
+        return  # load_dataset says what is wrong with it
+    if layout == "wtalc":
+        raise DataError(f"{data} (recorded in {run}/config.json) holds the W-TALC layout, whose files run pickle "
+                        f"when loaded, and only a dataset named on the command line is unpickled: pass --data "
+                        f"{data} if you trust it")
+
+
 @handle_errors
 def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="Dataset folder (per-video layout or W-TALC layout). "
@@ -33,6 +49,7 @@ def train_command(
     from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.trainer import load_run_config, train
 
+    named = data is not None  # only a dataset named on this command line may run pickle (W-TALC layout)
     if resume is not None:
         cfg = load_run_config(resume)
         run_dir = resume
@@ -54,6 +71,8 @@ def train_command(
         console.print(f"[bold]data:[/] embedded synthetic dataset ({synth_videos} videos, D = {synth_dim})")
         data = embedded_dataset(dim=synth_dim, videos=synth_videos, seed=0)
     cfg = cfg.with_overrides([f"data.path={Path(data).resolve()}", f"output_dir={run_dir}"])
+    if not named and resume is not None:
+        refuse_recorded_pickle(Path(data), resume)
     with console.status(f"loading {data}"):
         dataset = load_dataset(data)
     console.print(f"[bold]data:[/] {dataset.source or data}: {len(dataset)} videos, {dataset.num_classes} classes, "

@@ -349,3 +349,26 @@ def test_pickle_payload_helper_is_not_importable_by_numpy_without_pickle(tmp_pat
     with pytest.raises(ValueError, match="allow_pickle"):
         np.load(buf, allow_pickle=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_resume_never_unpickles_a_dataset_only_the_run_names(env, tmp_path):
+    """`hamnet train --resume RUN` reads the dataset path from RUN/config.json. A W-TALC
+    dataset there (pickled files) is refused unexecuted; named with --data it is trusted."""
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+    from tests.helpers import one_line_error
+
+    data = tmp_path / "data"
+    generate_dataset(data, SynthConfig(videos=6, dim=D, num_classes=C, seed=6), wtalc=True)
+    tiny = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set", "data.batch_size=4",
+            "--eval-every", "0", "--device", "cpu", "-q"]
+    run = tmp_path / "run"
+    result = cli("train", "--data", data / "wtalc", "--out", run, "--epochs", 1, *tiny)
+    assert result.exit_code == 0, result.output
+    # the recorded dataset is swapped for a payload (a shared or copied run folder can point anywhere)
+    marker = tmp_path / "pickle-ran"
+    [features] = (data / "wtalc").glob("*-JOINTFeatures.npy")
+    np.save(features, np.array([Payload(marker), None], dtype=object), allow_pickle=True)
+    line = one_line_error(cli("train", "--resume", run, "--epochs", 2, *tiny), "holds the W-TALC layout")
+    assert "pass --data" in line and "config.json" in line
+    assert not marker.exists()
+    assert json.loads((run / "latest.json").read_text())["epoch"] == 1  # nothing trained, nothing written
