@@ -56,7 +56,31 @@ def check_target(target: str | os.PathLike, force: bool = False) -> Path:
     if not force:
         raise BundleError(f"{target}: a bundle already exists; pass --force to replace it or choose "
                           "another --out")
+    check_replaceable(target)
     return target
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse to replace a folder that is not wholly a hamnet bundle: its manifest must be
+    one (format marker, valid entries) and every file in it must be the bundle's own
+    (listed, or a calibration cache an engine entry names); anything else is the user's."""
+    from hamnet_deploy.runtime.bundle import read_manifest
+
+    try:
+        manifest = read_manifest(target / MANIFEST)
+    except BundleError as exc:
+        raise BundleError(f"{target}: its {MANIFEST} is not a hamnet bundle's ({str(exc).split(': ', 1)[-1]}); "
+                          "--force replaces only a bundle: choose another --out (the folder is never "
+                          "deleted)") from None
+    owned = {MANIFEST} | {name for _, name, _ in manifest.files()}
+    owned |= {str(e.extra["calibration_cache"]) for e in manifest.engines if e.extra.get("calibration_cache")}
+    foreign = sorted(p.relative_to(target).as_posix() for p in target.rglob("*")
+                     if (p.is_file() or p.is_symlink()) and p.relative_to(target).as_posix() not in owned
+                     and not p.relative_to(target).parts[0].startswith(".hamnet-update-"))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise BundleError(f"{target}: holds files the bundle does not list ({shown}); --force replaces only a "
+                          "bundle's own files: move them out or choose another --out")
 
 
 class Staging:

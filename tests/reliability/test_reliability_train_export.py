@@ -354,3 +354,26 @@ def test_read_only_folders(env, tmp_path, monkeypatch):
                    "Permission denied")
     monkeypatch.undo()
     assert load_checkpoint(run).epoch == 2
+
+
+def test_force_replaces_only_a_bundle_and_only_its_files(env, tmp_path):
+    """`--force` over a folder with a manifest.json that is not a bundle's, or a bundle
+    holding a file it does not list: refused, every file kept; a plain bundle is replaced."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "manifest.json").write_text('{"name": "my web app"}')
+    (fake / "index.html").write_text("keep me")
+    one_line_error(cli("export", env["run"], "--out", fake, "--force"), "is not a hamnet bundle's")
+    assert (fake / "index.html").read_text() == "keep me" and (fake / "manifest.json").is_file()
+    bundle = tmp_path / "bundle"
+    assert cli("export", env["run"], "--out", bundle, "--skip-parity-long").exit_code == 0
+    (bundle / "notes.txt").write_text("mine")
+    (bundle / "sub").mkdir()
+    (bundle / "sub" / "data.bin").write_bytes(b"mine too")
+    line = one_line_error(cli("export", env["run"], "--out", bundle, "--force"), "does not list")
+    assert "notes.txt" in line and "sub/data.bin" in line
+    assert (bundle / "notes.txt").read_text() == "mine" and (bundle / "sub" / "data.bin").is_file()
+    (bundle / "notes.txt").unlink()
+    shutil.rmtree(bundle / "sub")
+    result = cli("export", env["run"], "--out", bundle, "--force", "--skip-parity-long")
+    assert result.exit_code == 0, result.output
