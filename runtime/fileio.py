@@ -20,11 +20,11 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from hamnet_deploy.runtime.errors import DataError, HamnetError
+from hamnet_deploy.runtime.errors import ConfigError, DataError, HamnetError
 
 
 @contextlib.contextmanager
@@ -222,6 +222,29 @@ def _deliver(signum: int, handler: object) -> None:
         handler(signum, None)
     elif handler == signal.SIG_DFL:
         os.kill(os.getpid(), signum)  # the default action (terminate), now that it is unblocked
+
+
+def check_not_an_input(output: str | os.PathLike | None, option: str,
+                       inputs: Iterable[str | os.PathLike | None]) -> None:
+    """ConfigError when `output` is one of the command's `inputs` (the same file, through
+    any link): no command writes over what it reads. A folder input stands for the
+    files a reader takes from it by name (its annotations.json and manifest.json)."""
+    if output is None or not Path(output).exists():
+        return
+    out = Path(output)
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given)
+        candidates = [path / "annotations.json", path / "manifest.json"] if path.is_dir() else [path]
+        for candidate in candidates:
+            try:
+                same = candidate.exists() and os.path.samefile(out, candidate)
+            except OSError:
+                same = False
+            if same:
+                raise ConfigError(f"{option} {out}: is one of this command's inputs ({candidate}); write the "
+                                  "output to another file")
 
 
 def _default_mode(base: int) -> int:

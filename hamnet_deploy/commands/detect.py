@@ -135,6 +135,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
     from hamnet_deploy.runtime.detect import detect_files
     from hamnet_deploy.runtime.feature_files import find_feature_files
+    from hamnet_deploy.runtime.fileio import check_not_an_input
 
     _check_out(out)
     if plot is not None:
@@ -153,6 +154,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
     gt = _ground_truth(annotations)
     model_path = resolve_model(model)
+    check_not_an_input(out, "--out", [annotations, model_path, *files])
     ort_trt = None
     if device == "tensorrt" or backend == "onnxruntime-tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions

@@ -116,8 +116,9 @@ def register(app: typer.Typer) -> None:
             load_ambiguous,
             parse_thresholds,
         )
-        from hamnet_deploy.runtime.fileio import write_json_atomic
+        from hamnet_deploy.runtime.fileio import check_not_an_input, write_json_atomic
 
+        check_not_an_input(json_out, "--json", [predictions, annotations, data, exclude_file, ambiguous])
         tiou = parse_thresholds(thresholds)
         if not predictions.exists():
             raise DataError(f"{predictions}: not found; give a results JSON/CSV file or a checkpoint folder")

@@ -519,3 +519,29 @@ def test_read_only_output_folder(env, tmp_path, monkeypatch):
     one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", tmp_path / "r.json"), "Permission denied")
     one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", tmp_path / "e.json"), "Permission denied")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_command_writes_over_its_own_inputs(env, tmp_path):
+    """detect --out and eval --json naming a file the command reads (directly, through a
+    dataset or bundle folder, or through a link): refused, the input unchanged."""
+    import os
+
+    data = Path(shutil.copytree(env["data"], tmp_path / "data"))
+    bundle = Path(shutil.copytree(env["bundle"], tmp_path / "bundle"))
+    results = Path(shutil.copy(env["results"], tmp_path / "results.json"))
+    link = tmp_path / "link.json"
+    os.symlink(results, link)
+    before = {p: p.read_bytes() for p in (data / "annotations.json", bundle / "manifest.json", results)}
+    cases = [
+        (["detect", data / "videos", "--model", bundle, "-a", data / "annotations.json", "--out",
+          data / "annotations.json"], "--out"),
+        (["detect", data / "videos", "--model", bundle, "-a", data, "--out", data / "annotations.json"], "--out"),
+        (["detect", data / "videos", "--model", bundle, "--out", bundle / "manifest.json"], "--out"),
+        (["eval", results, "-a", data / "annotations.json", "--json", results], "--json"),
+        (["eval", link, "-a", data / "annotations.json", "--json", results], "--json"),
+        (["eval", results, "-a", data, "--json", data / "annotations.json"], "--json"),
+    ]
+    for args, option in cases:
+        line = one_line_error(cli(*args), "is one of this command's inputs")
+        assert line.startswith(f"error: {option} "), line
+    assert {p: p.read_bytes() for p in before} == before
