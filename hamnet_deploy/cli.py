@@ -7,7 +7,7 @@ import sys
 from typing import NoReturn
 
 
-def _exit_interrupted(note: str | None = "interrupted") -> NoReturn:
+def _exit_interrupted(note: str | None = "interrupted", code: int = 130) -> NoReturn:
     """Leave with exit code 130 after Ctrl-C. `os._exit`, because CPython marks a
     KeyboardInterrupt that passed through code run by `exec(text)` (dataclasses,
     namedtuples: common while importing) as unhandled and would end the process by
@@ -19,7 +19,7 @@ def _exit_interrupted(note: str | None = "interrupted") -> NoReturn:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(130)
+    os._exit(code)
 
 
 try:  # Ctrl-C while the command line is still loading: exit 130 quietly, not a traceback
@@ -60,13 +60,18 @@ except KeyboardInterrupt:  # pragma: no cover - see above
 
 
 def main() -> None:
+    from hamnet_deploy.console import Terminated, catch_sigterm
+
+    catch_sigterm()
     try:
         app()
+    except Terminated:  # pragma: no cover - outside a command (typer's own code)
+        _exit_interrupted("terminated", 143)
     except KeyboardInterrupt:  # pragma: no cover - typer turns most of these into exit 130 itself
         _exit_interrupted()
     except SystemExit as exc:
-        if exc.code == 130:  # a command stopped by Ctrl-C (it printed its own note)
-            _exit_interrupted(None)
+        if exc.code in (130, 143):  # a command stopped by Ctrl-C or SIGTERM (it printed its own note)
+            _exit_interrupted(None, int(exc.code))
         raise
 
 

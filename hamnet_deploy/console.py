@@ -1,6 +1,7 @@
 """Shared console and the error contract of every command: a HamnetError becomes one
 red line on stderr and exit code 2 (so do stray file-system errors and running out of
-memory, as a safety net); Ctrl-C becomes a short note and exit code 130."""
+memory, as a safety net); Ctrl-C becomes a short note and exit code 130, SIGTERM the
+same clean-up and exit code 143."""
 
 from __future__ import annotations
 
@@ -29,6 +30,32 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs
+    (temp files and staging folders removed); the command then exits 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def catch_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this (main) thread, unless it is ignored."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def stop_code(exc: BaseException) -> int:
+    """The exit code of a stop: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+def stop_word(exc: BaseException) -> str:
+    return "terminated" if isinstance(exc, Terminated) else "interrupted"
+
+
 def handle_errors(func: F) -> F:
     """Decorator for command functions: typed errors exit 2 without a traceback."""
 
@@ -49,9 +76,9 @@ def handle_errors(func: F) -> F:
             raise fail(f"this needs the Python package {name!r}, which is not installed: {how}") from None
         except MemoryError:
             raise fail("out of memory; use shorter feature files or a smaller --batch-size/--max-t") from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]; nothing half-written was left behind")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            err_console.print(f"[yellow]{stop_word(exc)}[/]; nothing half-written was left behind")
+            raise typer.Exit(stop_code(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 

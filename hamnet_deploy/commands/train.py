@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hamnet_deploy.console import console, handle_errors, import_torch
+from hamnet_deploy.console import console, handle_errors, import_torch, stop_code, stop_word
 from hamnet_deploy.reporting import RichReporter
 
 
@@ -82,9 +82,9 @@ def train_command(
     try:
         with RichReporter(console, progress=not quiet) as report:
             outcome = train(cfg, dataset, run_dir, resume=resume is not None, report=report)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]; the last finished epoch is saved: hamnet train --resume {run_dir}")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume {run_dir}")
+        raise typer.Exit(stop_code(exc)) from None
     console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {run_dir}")
     console.print(f"next: hamnet export {run_dir}")
 

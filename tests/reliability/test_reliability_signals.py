@@ -97,14 +97,15 @@ def wait_for(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
                          f"{err.decode(errors='replace')}")
 
 
-def interrupt(proc: subprocess.Popen, now: bool = False) -> tuple[int, str]:
-    """Ctrl-C as a terminal sends it (the whole process group); (exit code, all output).
+def interrupt(proc: subprocess.Popen, now: bool = False, sig: int = signal.SIGINT) -> tuple[int, str]:
+    """Ctrl-C as a terminal sends it (the whole process group; `sig` SIGTERM: as a service
+    manager or `kill` stops it); (exit code, all output).
 
-    `now`: stop the group first (SIGSTOP), queue the SIGINT, then continue it, so the
-    interrupt lands exactly where the command was, however fast the machine is."""
+    `now`: stop the group first (SIGSTOP), queue the signal, then continue it, so it
+    lands exactly where the command was, however fast the machine is."""
     if now:
         os.killpg(proc.pid, signal.SIGSTOP)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     if now:
         os.killpg(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
@@ -337,3 +338,31 @@ def test_ctrl_c_while_the_command_is_starting(data, tmp_path, delay):
     assert "Traceback" not in text, text
     assert code == 130 or (code == -signal.SIGINT and not text.strip()), (code, text)
     assert not (tmp_path / "run" / "checkpoints").exists() or hidden(tmp_path / "run" / "checkpoints") == []
+
+
+def test_sigterm_is_handled_like_ctrl_c(data, run, tmp_path):
+    """SIGTERM during train and during export: the same clean-up as Ctrl-C, one line,
+    exit 143; the last checkpoint and the previous bundle intact, no temp folder."""
+    out = tmp_path / "run"
+    proc = spawn(hamnet("train", "--data", data, "--out", out, "--epochs", 100000, *TINY), tmp_path)
+    wait_for(proc, "run:")
+    deadline = time.monotonic() + 30
+    while not (out / LATEST).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    code, text = interrupt(proc, sig=signal.SIGTERM)
+    assert code == 143, text
+    assert "Traceback" not in text and "terminated; the last finished epoch is saved" in text
+    assert load_checkpoint(out, with_optimizer=True).optimizer_state is not None
+    assert hidden(out / CHECKPOINTS) == []
+
+    bundle = tmp_path / "bundle"
+    subprocess.run(hamnet("export", run, "--out", bundle, "--skip-parity-long"), check=True, cwd=tmp_path,
+                   stdout=subprocess.DEVNULL)
+    manifest = (bundle / "manifest.json").read_bytes()
+    proc = spawn(hamnet("export", run, "--out", bundle, "--force"), tmp_path)
+    wait_for(proc, "model:")
+    code, text = interrupt(proc, now=True, sig=signal.SIGTERM)
+    assert code == 143 and "Traceback" not in text and "terminated" in text, text
+    assert (bundle / "manifest.json").read_bytes() == manifest
+    load_bundle(bundle)
+    assert hidden(tmp_path) == [], "the staging folder was not removed"
