@@ -125,11 +125,42 @@ def stage_folder(target: str | os.PathLike) -> Path:
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        remove_stale(target)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     except OSError as exc:
         why = ("a part of its path is a file, not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError))
                else exc.strerror)
         raise DataError(f"cannot create {target}: {why}; choose a writable location") from exc
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's process
+        return True
+    return True
+
+
+def remove_stale(target: str | os.PathLike) -> list[str]:
+    """Delete the staging (`.NAME.tmp-PID-*`) and aside (`.NAME.old-PID-*`) folders of
+    `target` whose process is gone (a kill -9 or a power cut left them); a live
+    process's are kept. Returns the names removed."""
+    target = Path(target)
+    gone = []
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            for kind in ("tmp", "old"):
+                prefix = f".{target.name}.{kind}-"
+                pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
+                if pid.isdigit() and entry.is_dir() and not entry.is_symlink() and not _alive(int(pid)):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    gone.append(entry.name)
+    return gone
 
 
 def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, replace: bool = False) -> bool:
@@ -149,7 +180,7 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike, *, repl
         return False
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
         os.rmdir(old)
     with signals_deferred():  # the old folder is gone too before a Ctrl-C lands: nothing is left aside
         if old is not None:

@@ -377,3 +377,25 @@ def test_force_replaces_only_a_bundle_and_only_its_files(env, tmp_path):
     shutil.rmtree(bundle / "sub")
     result = cli("export", env["run"], "--out", bundle, "--force", "--skip-parity-long")
     assert result.exit_code == 0, result.output
+
+
+def test_stale_temp_folders_of_killed_processes_are_removed(env, tmp_path):
+    """Staging and aside folders carry their process id: the next export to the same place
+    removes those of processes that are gone (a kill -9 left them), never a live one's."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    bundle = tmp_path / "bundle"
+    stale = [tmp_path / f".bundle.tmp-{dead}-abc", tmp_path / f".bundle.old-{dead}-def"]
+    live = tmp_path / f".bundle.tmp-{os.getppid()}-ghi"
+    other = tmp_path / ".bundle.tmp-nopid"
+    for folder in (*stale, live, other):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half")
+    result = cli("export", env["run"], "--out", bundle, "--skip-parity-long")
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale)
+    assert live.is_dir() and other.is_dir()  # a live process's, and one without a process id: kept
