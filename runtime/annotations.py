@@ -15,6 +15,29 @@ from hamnet_deploy.runtime.coerce import positive_finite, show
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.fileio import read_json
 
+MAX_CLASS_NAME = 256
+
+
+def class_name_problem(names: object) -> str | None:
+    """Why `names` is not a usable list of class names (None: it is). A name is text of
+    1-256 characters without control characters (a newline would shift every label file
+    line after it, e.g. Triton's labels.txt), and no name appears twice."""
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        return "must be a list of class names"
+    for name in names:
+        if not isinstance(name, str):
+            return f"holds {type(name).__name__} {name!r}, not a class name"
+        if not name.strip() or len(name) > MAX_CLASS_NAME:
+            return f"holds the class name {name[:40]!r}: names must be 1-{MAX_CLASS_NAME} characters"
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            return f"holds the class name {name!r} with a control character (newline, tab, ...); rename the class"
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return f"lists the class {name!r} twice; make class names unique"
+        seen.add(name)
+    return None
+
 
 @dataclass(frozen=True)
 class VideoAnnotation:
@@ -129,14 +152,13 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
     db = raw["database"]
     if "classes" in raw:
         classes = raw["classes"]
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise DataError(f"{src}: 'classes' must be a list of class names")
-        if len(set(classes)) != len(classes):
-            raise DataError(f"{src}: 'classes' lists a class twice; make class names unique")
     else:
         classes = sorted({a.get("label") for v in db.values() if isinstance(v, dict)
                           and isinstance(v.get("annotations", []), list)
                           for a in v.get("annotations", []) if isinstance(a, dict) and isinstance(a.get("label"), str)})
+    problem = class_name_problem(classes)
+    if problem:
+        raise DataError(f"{src}: 'classes' {problem}" if "classes" in raw else f"{src}: the labels: {problem}")
     index = {c: i for i, c in enumerate(classes)}
     videos: dict[str, VideoAnnotation] = {}
     for name, entry in db.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from hamnet_deploy.runtime.annotations import class_name_problem
 from hamnet_deploy.runtime.errors import BundleError
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
 from hamnet_deploy.runtime.profile import Profile
@@ -77,10 +78,9 @@ def _format_version(version: int) -> int:
 
 
 def _class_names(classes: tuple[str, ...]) -> tuple[str, ...]:
-    if not all(classes):
-        raise ValueError("must be a non-empty list of non-empty names")
-    if len(set(classes)) != len(classes):
-        raise ValueError("has duplicate names")
+    problem = class_name_problem(list(classes))
+    if problem:
+        raise ValueError(problem)
     return classes
 
 

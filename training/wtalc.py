@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hamnet_deploy.runtime.annotations import Annotations, VideoAnnotation, build_video
+from hamnet_deploy.runtime.annotations import (
+    Annotations,
+    VideoAnnotation,
+    build_video,
+    class_name_problem,
+)
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.feature_files import check_features
 from hamnet_deploy.training.dataset import WtalDataset
@@ -94,8 +99,9 @@ def _read_annotations(annotations_dir: str | os.PathLike) -> tuple[Annotations, 
     count = len(names)
 
     classes = [_to_str(c) for c in np.asarray(raw["classlist"]).reshape(-1)]
-    if len(set(classes)) != len(classes):
-        raise DataError(f"{folder / 'classlist.npy'}: lists a class twice; make class names unique")
+    problem = class_name_problem(classes)
+    if problem:
+        raise DataError(f"{folder / 'classlist.npy'}: {problem}")
     index = {c: i for i, c in enumerate(classes)}
 
     subset = _per_video(np.asarray(raw["subset"]).reshape(-1), folder / "subset.npy", count)

@@ -545,3 +545,42 @@ def test_no_command_writes_over_its_own_inputs(env, tmp_path):
         line = one_line_error(cli(*args), "is one of this command's inputs")
         assert line.startswith(f"error: {option} "), line
     assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("Long\nJump", "control character"), ("Tab\there", "control character"), ("", "1-256 characters"),
+    ("   ", "1-256 characters"), ("x" * 300, "1-256 characters"),
+])
+def test_class_names_are_checked_where_they_enter(env, tmp_path, name, needle):
+    """Annotations (classes list and labels), the W-TALC class list and the manifest refuse
+    a class name with a control character (a newline would shift Triton's labels), an
+    empty or overlong one, with one line naming the file."""
+    from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.errors import BundleError, DataError
+    from hamnet_deploy.training.data import load_ground_truth
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+
+    ann = json.loads(env["ann"].read_text())
+    ann["classes"] = [name, *ann["classes"][1:]]
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    one_line_error(cli("eval", env["results"], "-a", tmp_path / "a.json"), needle)
+    del ann["classes"]
+    video = next(iter(ann["database"].values()))
+    video["annotations"][0]["label"] = name
+    (tmp_path / "labels.json").write_text(json.dumps(ann))
+    if name.strip():  # a blank label is simply not a class
+        one_line_error(cli("eval", env["results"], "-a", tmp_path / "labels.json"), needle)
+
+    wtalc = tmp_path / "w"
+    generate_dataset(wtalc, SynthConfig(videos=4, dim=D, num_classes=C, seed=1), wtalc=True)
+    [folder] = (wtalc / "wtalc").glob("*-Annotations")
+    np.save(folder / "classlist.npy", np.array([name.encode(), b"other"], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=needle):
+        load_ground_truth(folder)
+
+    bundle = Path(shutil.copytree(env["bundle"], tmp_path / "b"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["classes"][0] = name
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=needle):
+        load_bundle(bundle)

@@ -178,7 +178,7 @@ def test_missing_fields(tmp_path, field):
     (lambda d: d["models"].pop("onnx"), "no 'onnx' entry"),
     (lambda d: d["models"].update(tflite=d["models"]["onnx"]), "unknown model kind"),
     (lambda d: d.update(num_classes=5), "num_classes=5: does not match the 3 class names"),
-    (lambda d: d.update(classes=["a", "a", "b"]), "duplicate"),
+    (lambda d: d.update(classes=["a", "a", "b"]), "twice"),
     (lambda d: d.update(feature_dim="16"), "feature_dim='16': expected a whole number"),
     (lambda d: d.update(feature_dim=True), "feature_dim=True: expected a whole number"),
     (lambda d: d.update(snippet_seconds=0), "snippet_seconds"),
