@@ -161,11 +161,11 @@ def register(app: typer.Typer) -> None:
         if result.unknown_videos:
             shown = ", ".join(result.unknown_videos[:3])
             err_console.print(f"[yellow]warning:[/] {len(result.unknown_videos)} predicted videos are not in "
-                              f"{annotations.name if annotations is not None else 'the dataset'} (e.g. {shown}); their detections count as false positives")
+                              f"{p(annotations.name) if annotations is not None else 'the dataset'} (e.g. {p(shown)}); their detections count as false positives")
         if json_out is not None:
             report = result.to_dict()
             report["settings"] = {"predictions": str(predictions), "annotations": None if annotations is None else str(annotations),
                                   "subset": chosen, "excluded": len(exclude),
                                   "ambiguous": None if ambiguous is None else str(ambiguous)}
             write_json_atomic(json_out, report)
-            console.print(f"wrote {json_out}")
+            console.print(f"wrote {p(json_out)}", highlight=False, soft_wrap=True)

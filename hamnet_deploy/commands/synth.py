@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from hamnet_deploy.console import console, handle_errors
+from hamnet_deploy.display import p
 from hamnet_deploy.runtime.errors import ConfigError
 
 
@@ -86,6 +87,6 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"wrote {st['videos']} videos ({splits}), {st['snippets']:,} snippets x {dim}, "
             f"{st['instances']:,} instances, foreground {100 * st['foreground_fraction']:.1f} %, "
-            f"{gb:.2f} GB in {seconds:.1f} s -> {out}" + (f" (W-TALC layout in {out / 'wtalc'})" if wtalc else ""),
+            f"{gb:.2f} GB in {seconds:.1f} s -> {p(out)}" + (f" (W-TALC layout in {p(out / 'wtalc')})" if wtalc else ""),
             highlight=False, soft_wrap=True)
-        console.print(f"next: hamnet train {out}", highlight=False, soft_wrap=True)
+        console.print(f"next: hamnet train {p(out)}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from hamnet_deploy.console import console, handle_errors, import_torch, stop_code, stop_word
+from hamnet_deploy.display import p
 from hamnet_deploy.reporting import RichReporter
 
 
@@ -73,20 +74,20 @@ def train_command(
     cfg = cfg.with_overrides([f"data.path={Path(data).resolve()}", f"output_dir={run_dir}"])
     if not named and resume is not None:
         refuse_recorded_pickle(Path(data), resume)
-    with console.status(f"loading {data}"):
+    with console.status(f"loading {p(data)}"):
         dataset = load_dataset(data)
-    console.print(f"[bold]data:[/] {dataset.source or data}: {len(dataset)} videos, {dataset.num_classes} classes, "
+    console.print(f"[bold]data:[/] {p(dataset.source or data)}: {len(dataset)} videos, {dataset.num_classes} classes, "
                   f"D = {dataset.feature_dim}")
-    console.print(f"[bold]run:[/] {run_dir}  recipe {cfg.recipe}, {cfg.epochs} epochs"
+    console.print(f"[bold]run:[/] {p(run_dir)}  recipe {p(cfg.recipe)}, {cfg.epochs} epochs"
                   + (f", ablation {cfg.ablation}" if cfg.ablation else "") + (" (resuming)" if resume else ""))
     try:
         with RichReporter(console, progress=not quiet) as report:
             outcome = train(cfg, dataset, run_dir, resume=resume is not None, report=report)
     except KeyboardInterrupt as exc:
-        console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume {run_dir}")
+        console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume {p(run_dir)}")
         raise typer.Exit(stop_code(exc)) from None
-    console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {run_dir}")
-    console.print(f"next: hamnet export {run_dir}")
+    console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {p(run_dir)}")
+    console.print(f"next: hamnet export {p(run_dir)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

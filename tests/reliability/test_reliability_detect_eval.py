@@ -584,3 +584,35 @@ def test_class_names_are_checked_where_they_enter(env, tmp_path, name, needle):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=needle):
         load_bundle(bundle)
+
+
+def test_user_text_is_never_read_as_markup(tmp_path, monkeypatch):
+    """Paths, class names and video ids holding rich markup (`[/x]`, `[old]`, `[bold]`) are
+    printed as they are, by every command, and break nothing."""
+    monkeypatch.setenv("HAMNET_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "w[old]" / "x[/y]"
+    data, run, bundle = root / "data", root / "run", root / "bundle"
+    result = cli("synth", data, "--videos", 6, "--dim", D, "--classes", C)
+    assert result.exit_code == 0 and "x[/y]" in result.output, result.output
+    ann = json.loads((data / "annotations.json").read_text())
+    rename = {c: f"{c}[/b][bold]" for c in ann["classes"]}
+    ann["classes"] = [rename[c] for c in ann["classes"]]
+    for video in ann["database"].values():
+        for a in video["annotations"]:
+            a["label"] = rename[a["label"]]
+    first = sorted(ann["database"])[0]
+    ann["database"][f"{first}[old]"] = ann["database"].pop(first)
+    (data / "videos" / f"{first}.npy").rename(data / "videos" / f"{first}[old].npy")
+    (data / "annotations.json").write_text(json.dumps(ann))
+    tiny = ["--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set", "data.batch_size=4",
+            "--eval-every", "0", "--device", "cpu", "-q"]
+    for args, shown in [
+        (["train", "--data", data, "--out", run, "--epochs", 1, *tiny], "x[/y]"),
+        (["export", run, "--out", bundle, "--skip-parity-long"], "x[/y]"),
+        (["detect", data / "videos" / f"{first}[old].npy", "--model", bundle, "-a", data], f"{first}[old]"),
+        (["detect", data / "videos", "--model", bundle, "--out", root / "r[old].json"], f"{first}[old]"),
+        (["eval", root / "r[old].json", "-a", data, "--per-class", "--json", root / "m[/x].json"], "[/b][bold]"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+        assert shown in result.output, (args, result.output)
