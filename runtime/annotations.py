@@ -173,7 +173,7 @@ def load_annotation_json(path: str | os.PathLike) -> Annotations:
             raise DataError(f"{src}: video {name!r}: subset {entry['subset']!r} must be a name such as 'test'")
         try:
             segs = [[_seconds(x) for x in a["segment"]] for a in anns]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise DataError(f"{src}: video {name!r}: a segment is not two numbers; fix the annotation file") from exc
         if any(len(s) != 2 for s in segs):
             raise DataError(f"{src}: video {name!r}: a segment is not [start, end]; fix the annotation file")

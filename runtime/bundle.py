@@ -106,13 +106,14 @@ class Bundle:
                            "--int8-cpu --verify DATA)")
         try:
             ours, theirs = 100.0 * float(mine["average_mAP"]), 100.0 * float(ref["average_mAP"])
-        except (KeyError, TypeError, ValueError):
+            tol = float(tol)
+        except (KeyError, TypeError, ValueError, OverflowError):
             return False, f"the accuracy check of its {kind} model is incomplete"
         drop = theirs - ours
-        if not math.isfinite(drop) or drop > float(tol):
+        if not (math.isfinite(drop) and math.isfinite(tol)) or drop > tol:
             return False, (f"--verify measured an average mAP drop of {drop:.2f} points for its {kind} model "
-                           f"(more than --max-drop {float(tol):g})")
-        return True, (f"--verify kept its average mAP within {float(tol):g} points of PyTorch ({ours:.2f} vs "
+                           f"(more than --max-drop {tol:g})")
+        return True, (f"--verify kept its average mAP within {tol:g} points of PyTorch ({ours:.2f} vs "
                       f"{theirs:.2f}, on {record.get('videos', '?')} {record.get('subset', 'test')} videos)")
 
     def verify_checksums(self, only: Iterable[str] | None = None) -> None:

@@ -53,6 +53,9 @@ class Invalid(Exception):
         return f"{text}; {fix}" if fix else text
 
 
+_INT_LIMIT = 2 ** 63 - 1  # what a C int64 holds: NumPy, PyTorch and ONNX take no more
+
+
 def show(value: Any) -> str:
     """A value as messages show it: repr, cut to a readable length."""
     text = repr(value.item() if isinstance(value, np.generic) else value)
@@ -129,10 +132,12 @@ def coerce(value: Any, tp: Any, key: str, build: Builder, revalidate: Callable[[
             return value
         raise Invalid(key, value, "expected true or false")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > _INT_LIMIT:
+                raise Invalid(key, value, "is too large for a whole number (at most 2**63 - 1)")
+            return value
         raise Invalid(key, value, "expected a whole number")
     if tp is float:
         if is_number(value):

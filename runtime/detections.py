@@ -144,8 +144,8 @@ def _number(value: Any, what: str) -> float:
         raise DataError(f"{what} {value!r} is not a number")
     try:
         out = float(value)
-    except ValueError:
-        raise DataError(f"{what} {value!r} is not a number") from None
+    except (ValueError, OverflowError):
+        raise DataError(f"{what} {str(value)[:40]!r} is not a number a float can hold") from None
     if not math.isfinite(out):
         raise DataError(f"{what} {value!r} is not finite")
     return out

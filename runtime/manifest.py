@@ -142,9 +142,9 @@ class Manifest(_Part):
     format_version: int = option(convert=_format_version)
     classes: tuple[str, ...] = option(nonempty=True, convert=_class_names)
     num_classes: int
-    feature_dim: int = option(ge=1)
+    feature_dim: int = option(ge=1, le=1 << 20)
     snippet_seconds: float = option(gt=0.0)
-    receptive_radius: int = option(ge=0)
+    receptive_radius: int = option(ge=0, le=1 << 20)
     postprocess: PostprocessConfig
     models: dict[str, ModelFile]
     engines: tuple[EngineEntry, ...] = ()

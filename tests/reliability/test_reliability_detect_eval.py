@@ -616,3 +616,37 @@ def test_user_text_is_never_read_as_markup(tmp_path, monkeypatch):
         result = cli(*args)
         assert result.exit_code == 0, (args, result.output)
         assert shown in result.output, (args, result.output)
+
+
+HUGE = 10 ** 400  # an integer literal no float can hold
+
+
+def test_numbers_no_float_can_hold(env, tmp_path):
+    """A 400-digit integer in an annotation file, a results file, a manifest (its fields
+    and its accuracy record), a recipe or `--set`: one line, never an OverflowError."""
+    from hamnet_deploy.runtime.bundle import load_bundle
+
+    ann = json.loads(env["ann"].read_text())
+    next(iter(ann["database"].values()))["annotations"][0]["segment"][1] = HUGE
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    one_line_error(cli("eval", env["results"], "-a", tmp_path / "a.json"), "a segment is not two numbers")
+    res = json.loads(env["results"].read_text())
+    next(iter(res["results"].values()))[0]["score"] = HUGE
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    one_line_error(cli("eval", tmp_path / "r.json", "-a", env["ann"]), "is not a number a float can hold")
+    bundle = Path(shutil.copytree(env["bundle"], tmp_path / "b"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for field in ("snippet_seconds", "receptive_radius"):
+        broken = {**manifest, field: HUGE}
+        (bundle / "manifest.json").write_text(json.dumps(broken))
+        one_line_error(cli("detect", env["video"], "--model", bundle), field)
+    manifest["source"]["verify"] = {"max_drop": HUGE, "pytorch": {"average_mAP": HUGE}, "onnx": {"average_mAP": 1}}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(bundle).accuracy_verified("onnx")[0] is False
+    assert cli("detect", env["video"], "--model", bundle).exit_code == 0
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--set", f"nms_iou={HUGE}"), "nms_iou")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"epochs": HUGE}))
+    one_line_error(cli("train", "--recipe", recipe, "--data", env["data"], "--out", tmp_path / "run"), "epochs")
+    one_line_error(cli("train", "--data", env["data"], "--out", tmp_path / "run", "--set", f"optim.lr={HUGE}"),
+                   "optim.lr")
