@@ -98,6 +98,13 @@ def plan_models(bundle: Bundle, max_batch: int = 4) -> list[TritonModel]:
     return models
 
 
+def _not_ours(folder: Path, model: TritonModel) -> list[str]:
+    """Files and folders under `folder` other than those this writer makes for `model`."""
+    ours = {"1", f"1/{model.filename}", "config.pbtxt", LABELS_FILE, MANIFEST_COPY}
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.relative_to(folder).as_posix() not in ours)
+
+
 def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_batch: int = 4,
                             force: bool = False) -> list[Path]:
     """Write the model folders of `bundle` into the repository `out_dir`; returns them."""
@@ -113,6 +120,11 @@ def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_b
         if final.exists() and not (final / "config.pbtxt").is_file():
             raise BundleError(f"{final}: exists and is not a Triton model folder (no config.pbtxt); it is "
                               "never deleted: choose another --triton folder")
+        foreign = _not_ours(final, m) if final.exists() else []
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise BundleError(f"{final}: holds files hamnet export did not write ({shown}); they are never "
+                              "deleted: move them away or choose another --triton folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 def _exit_interrupted(note: str | None = "interrupted", code: int = 130) -> NoReturn:
@@ -24,13 +24,60 @@ def _exit_interrupted(note: str | None = "interrupted", code: int = 130) -> NoRe
 
 try:  # Ctrl-C while the command line is still loading: exit 130 quietly, not a traceback
     import typer
+    from typer.core import TyperGroup
+
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.exceptions import ClickException, NoSuchOption
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click.exceptions import ClickException, NoSuchOption
 
     from hamnet_deploy import __version__
     from hamnet_deploy.commands import register_all
 except KeyboardInterrupt:  # pragma: no cover - timing dependent, tested through a subprocess
     _exit_interrupted()
 
+class _OneLineErrors(TyperGroup):
+    """The `hamnet` group: a usage error (unknown option, `--batch-size abc`, a missing
+    argument) is one `error:` line naming the option and pointing at `--help`, exit 2,
+    like every other bad input, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from hamnet_deploy.console import fail
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            if not standalone_mode:
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `hamnet`: the help itself
+                exc.show()
+            else:
+                fail(usage_line(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            sys.stderr.write("aborted\n")
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def usage_line(exc: ClickException) -> str:
+    """A click error as one line with the fix: the command's --help, or `--` before a
+    file name that starts with a dash."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "hamnet"
+    if isinstance(exc, NoSuchOption) and not exc.option_name.startswith("--"):
+        return (f"{message}; if it is a file name starting with '-', put it after '--' ({command} [OPTIONS] "
+                f"-- {exc.option_name}FILE) or write it as ./{exc.option_name}FILE")
+    return f"{message}; see {command} --help"
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="hamnet",
     help="HAM-Net temporal action localization: train, export (ONNX/TensorRT), detect, evaluate.",
     no_args_is_help=True,
@@ -60,9 +107,10 @@ except KeyboardInterrupt:  # pragma: no cover - see above
 
 
 def main() -> None:
-    from hamnet_deploy.console import Terminated, catch_sigterm
+    from hamnet_deploy.console import Terminated, catch_sigterm, safe_streams
 
     catch_sigterm()
+    safe_streams()
     try:
         app()
     except Terminated:  # pragma: no cover - outside a command (typer's own code)

@@ -24,9 +24,32 @@ EXTRAS = {"torch": "train", "onnxslim": "train", "safetensors": "train", "onnx":
 """Optional module -> the extra of pyproject.toml that installs it."""
 
 
+def printable(text: Any) -> str:
+    """User text as it can always be printed: the bytes of a file name that is not
+    UTF-8 (surrogate escapes) shown as `\\xff`, never an encoding error."""
+    text = str(text)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from JSON text
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def safe_streams() -> None:
+    """stdout/stderr that write what their encoding cannot hold as escapes (an ASCII
+    terminal, `PYTHONIOENCODING=ascii`) instead of failing with UnicodeEncodeError."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # a replaced or closed stream
+            pass
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `message` as an error and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -11,12 +11,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from hamnet_deploy.console import printable
 from hamnet_deploy.runtime.evaluation import DetectionResult
 
 
 def p(value: Any) -> str:
-    """User-derived text (paths, names) made safe for rich markup."""
-    return escape(str(value))
+    """User-derived text (paths, names) made safe for rich markup and for printing."""
+    return escape(printable(value))
 
 
 def pct(x: float) -> str:

@@ -89,6 +89,8 @@ def find_feature_files(paths: Iterable[str | os.PathLike], recursive: bool = Fal
                 missing.append(Missing(text, "pattern matches no .npy or .npz file"))
             for p in found:
                 add(p)
+        elif path.exists():  # a FIFO, socket or device: reading one could block forever
+            missing.append(Missing(text, "not a regular file (a pipe, socket or device); give a .npy or .npz file"))
         else:
             missing.append(Missing(text, "no such file or folder"))
     return files, missing

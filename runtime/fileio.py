@@ -278,6 +278,25 @@ def check_not_an_input(output: str | os.PathLike | None, option: str,
                                   "output to another file")
 
 
+def check_output(output: str | os.PathLike | None, option: str, inputs: Iterable[str | os.PathLike | None],
+                 force: bool, extra: Iterable[Path] = ()) -> None:
+    """The one rule for a command's output file `output` (given as `option`): never
+    one of its `inputs`, never a folder, and an existing file (or one of the `extra`
+    files it will write, e.g. plots) is replaced only with `--force`."""
+    if output is None:
+        return
+    out = Path(output)
+    check_not_an_input(out, option, inputs)
+    if out.is_dir() and not extra:
+        raise ConfigError(f"{option} {out}: it is a folder; give a file name")
+    taken = [p for p in extra if p.exists()] if extra else ([out] if out.exists() else [])
+    if taken and not force:
+        shown = ", ".join(p.name for p in taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
+        what = f"{shown} already exist{'s' if len(taken) == 1 else ''}" if extra else "already exists"
+        raise ConfigError(f"{option} {out}: {what}; pass --force to replace it (atomically), or choose another "
+                          "name")
+
+
 def _default_mode(base: int) -> int:
     """`base` (0o666 files, 0o777 folders) less the process umask: what open()/mkdir give."""
     mask = os.umask(0)

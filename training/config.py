@@ -44,11 +44,11 @@ class ModelConfig(Settings):
 
     where = "model setting"
 
-    feature_dim: int = option(2048, ge=1)
-    num_classes: int = option(20, ge=1)
+    feature_dim: int = option(2048, ge=1, le=1 << 20)
+    num_classes: int = option(20, ge=1, le=1 << 16)
     dropout: float = option(0.7, ge=0.0, lt=1.0)
-    pool_kernel: int = option(1, ge=1, odd=True)
-    attention_dim: int = option(512, ge=1)
+    pool_kernel: int = option(1, ge=1, le=1 << 10, odd=True)
+    attention_dim: int = option(512, ge=1, le=1 << 16)
 
 
 @dataclass
@@ -224,14 +224,14 @@ class DataConfig(Settings):
     where = "data setting"
 
     path: str | None = None
-    num_snippets: int = option(500, ge=1)
+    num_snippets: int = option(500, ge=1, le=1 << 20)
     sampling: Literal["random", "uniform", "all"] = "random"
-    batch_size: int = option(20, ge=1)
-    feature_dim: int = option(2048, ge=1)
+    batch_size: int = option(20, ge=1, le=1 << 16)
+    feature_dim: int = option(2048, ge=1, le=1 << 20)
     snippet_seconds: float = option(0.64, gt=0.0)
     train_subset: str = option("validation", nonempty=True)
     test_subset: str = option("test", nonempty=True)
-    num_workers: int = option(0, ge=0)
+    num_workers: int = option(0, ge=0, le=1024)
 
 
 @dataclass
@@ -256,9 +256,9 @@ class TrainConfig(Settings):
     where = "training setting"
 
     recipe: str = "thumos14"
-    epochs: int = option(100, ge=1)
+    epochs: int = option(100, ge=1, le=1 << 24)
     seed: int = option(0, ge=0, le=2**63 - 1)
-    eval_every: int = option(5, ge=0)
+    eval_every: int = option(5, ge=0, le=1 << 24)
     device: str = "auto"
     amp: bool | None = None
     ablation: str | None = None

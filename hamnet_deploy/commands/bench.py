@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hamnet_deploy.console import backend_names, console, handle_errors
+from hamnet_deploy.display import p
 from hamnet_deploy.runtime.errors import ConfigError, HamnetError
 
 
@@ -57,7 +57,7 @@ def bench_command(
         dim, classes = bundle.feature_dim, bundle.num_classes
         attention = int(bundle.manifest.config.get("model", {}).get("attention_dim", 512))
     flops = flops_per_snippet(dim, classes, attention)
-    console.print(f"[bold]model[/] {escape(str(path))}: D = {dim}, {classes} classes, "
+    console.print(f"[bold]model[/] {p(path)}: D = {dim}, {classes} classes, "
                   f"{flops / 1e6:.1f} MFLOP per snippet; batch {batch}, median of {repeats}", highlight=False)
     table = Table(title="inference speed", title_justify="left")
     for col in ("backend", "T", "median ms", "p90 ms", "snippets/s", "GFLOP/s"):
@@ -77,12 +77,12 @@ def bench_command(
                     skipped.append(f"{name} at T = {t}: above the engine profile's max T {max_t}")
                     continue
                 timing = time_runner(runner, name, batch, t, dim, repeats)
-                table.add_row(escape(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
+                table.add_row(p(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
                               f"{timing.snippets_per_s:,.0f}", f"{timing.gflops(flops):.1f}")
             table.add_section()
     console.print(table)
     for line in skipped:
-        console.print(f"[dim]skipped {escape(line)}[/]", highlight=False)
+        console.print(f"[dim]skipped {p(line)}[/]", highlight=False)
 
 
 def _checkpoint_shape(run: Path) -> tuple[int, int, int]:

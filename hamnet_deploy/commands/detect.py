@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hamnet_deploy.console import backend_names, console, err_console, handle_errors
+from hamnet_deploy.display import p
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 RESULT_SUFFIXES = (".json", ".csv")
@@ -42,10 +42,6 @@ class _Rate(ProgressColumn):
     def render(self, task: Any) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.1f} videos/s" if speed else "- videos/s", style="progress.data.speed")
-
-
-def _p(value: Any) -> str:
-    return escape(str(value))
 
 
 # --------------------------------------------------------------------------- #
@@ -91,13 +87,13 @@ def _gt_for(gt: Any, video: str, classes: Sequence[str]) -> Any:
 # --------------------------------------------------------------------------- #
 def _detail_table(video: str, T: int, dets: Any, rows: int) -> Table:
     ordered = dets.select(np.argsort(-dets.score, kind="stable"))
-    table = Table(title=f"{_p(video)}: {len(dets)} detections, T = {T}", title_justify="left")
+    table = Table(title=f"{p(video)}: {len(dets)} detections, T = {T}", title_justify="left")
     for col in ("#", "class", "start (s)", "end (s)", "score"):
         table.add_column(col, justify="left" if col == "class" else "right")
     shown = len(ordered) if rows <= 0 else min(rows, len(ordered))
     names = ordered.label_names
     for i in range(shown):
-        table.add_row(str(i + 1), _p(names[i]), f"{ordered.t_start[i]:.2f}", f"{ordered.t_end[i]:.2f}",
+        table.add_row(str(i + 1), p(names[i]), f"{ordered.t_start[i]:.2f}", f"{ordered.t_end[i]:.2f}",
                       f"{ordered.score[i]:.4f}")
     if shown < len(ordered):
         table.caption = f"{len(ordered) - shown} more (--rows 0 shows all, --out writes all)"
@@ -117,8 +113,8 @@ def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, row
     shown = order if rows <= 0 else order[:rows]
     for v in shown:
         top = best.get(v)
-        table.add_row(_p(v), str(lengths[v]), str(counts.get(v, 0)),
-                      _p(dets.classes[top[1]]) if top else "-", f"{top[0]:.4f}" if top else "-")
+        table.add_row(p(v), str(lengths[v]), str(counts.get(v, 0)),
+                      p(dets.classes[top[1]]) if top else "-", f"{top[0]:.4f}" if top else "-")
     if len(shown) < len(order):
         table.caption = f"{len(order) - len(shown)} more videos (--rows 0 shows all, --out writes all)"
     return table
@@ -130,12 +126,12 @@ def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, row
 def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device: str, batch_size: int,
                max_t: int | None, threads: int | None, post_sets: Sequence[str], post_flags: dict[str, Any],
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
-               recursive: bool, fp16: bool) -> int:
+               recursive: bool, fp16: bool, force: bool = False) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
     from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
     from hamnet_deploy.runtime.detect import detect_files
-    from hamnet_deploy.runtime.feature_files import find_feature_files
-    from hamnet_deploy.runtime.fileio import check_not_an_input
+    from hamnet_deploy.runtime.feature_files import find_feature_files, video_id
+    from hamnet_deploy.runtime.fileio import check_output
 
     _check_out(out)
     if plot is not None:
@@ -154,7 +150,10 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
     gt = _ground_truth(annotations)
     model_path = resolve_model(model)
-    check_not_an_input(out, "--out", [annotations, model_path, *files])
+    inputs = [annotations, model_path, *files]
+    check_output(out, "--out", inputs, force)
+    if plot is not None:
+        check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files])
     ort_trt = None
     if device == "tensorrt" or backend == "onnxruntime-tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
@@ -167,11 +166,11 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --backend onnxruntime-tensorrt "
                           "(TensorRT engines carry their precision in the bundle)")
 
-    with console.status(f"starting a backend for {_p(model_path)}"):
+    with console.status(f"starting a backend for {p(model_path)}"):
         selection = select_runner(model_path, backend, device, threads=threads, ort_trt=ort_trt)
     info = selection.info
-    console.print(f"[bold]backend[/] {_p(selection.describe())}", soft_wrap=True, highlight=False)
-    console.print(f"[dim]why: {_p(selection.reason)}[/]", soft_wrap=True, highlight=False)
+    console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
+    console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
     post = postprocess_settings(info.postprocess, post_sets, **post_flags)
     durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
 
@@ -196,12 +195,12 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                   f"{run.post_seconds:.3f} s", highlight=False)
     if out is not None:
         dets.write(out)
-        console.print(f"wrote {_p(out)} ({len(dets)} detections)", highlight=False)
+        console.print(f"wrote {p(out)} ({len(dets)} detections)", highlight=False)
     if plot is not None and order:
         _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
     failed = [(m.path, f"{m.path}: {m.reason}") for m in missing] + run.failed
     for _name, reason in failed:
-        err_console.print(f"[bold red]failed:[/] {_p(reason)}", soft_wrap=True, highlight=False)
+        err_console.print(f"[bold red]failed:[/] {p(reason)}", soft_wrap=True, highlight=False)
     if failed:
         err_console.print(f"[bold red]{len(failed)} of {len(files) + len(missing)} inputs failed[/]; the other "
                           f"{len(order)} ran", highlight=False)
@@ -217,13 +216,13 @@ def _plots(folder: Path, order: Sequence[str], outputs: dict, dets: Any, info: A
            cas_mode: str) -> None:
     from hamnet_deploy.runtime.plotting import plot_video
 
-    with console.status(f"plotting {len(order)} videos into {_p(folder)}"):
+    with console.status(f"plotting {len(order)} videos into {p(folder)}"):
         for v in order:
             cas, att = outputs[v]
             plot_video(folder / f"{v}.png", v, cas, att, dets.for_video(v), post.snippet_seconds,
                        ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds,
                        cas_mode=cas_mode)
-    console.print(f"wrote {len(order)} plots to {_p(folder)}", highlight=False)
+    console.print(f"wrote {len(order)} plots to {p(folder)}", highlight=False)
 
 
 @handle_errors
@@ -260,13 +259,14 @@ def detect_command(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also read feature files in sub-folders."),
     fp16: bool = typer.Option(False, "--fp16", help="With --backend onnxruntime-tensorrt: let ONNX Runtime's "
                               "TensorRT provider run in FP16."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing --out file or --plot images."),
 ) -> None:
     """Detect actions in feature files with an exported bundle (no PyTorch needed)."""
     code = run_detect(paths, model=model, backend=backend, device=device, batch_size=batch_size, max_t=max_t,
                       threads=threads, post_sets=sets,
                       post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections},
                       out=out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
-                      recursive=recursive, fp16=fp16)
+                      recursive=recursive, fp16=fp16, force=force)
     if code:
         raise typer.Exit(code)
 

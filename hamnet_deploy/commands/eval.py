@@ -109,6 +109,7 @@ def register(app: typer.Typer) -> None:
         per_class: Annotated[bool, typer.Option("--per-class", help="Add one row of AP per class.")] = False,
         json_out: Annotated[Path | None, typer.Option(
             "--json", help="Also write the result (mAP per threshold, per-class AP, settings) as JSON.")] = None,
+        force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing --json file.")] = False,
     ) -> None:
         """Score detections against ground truth: mAP per tIoU threshold and their average."""
         from hamnet_deploy.runtime.evaluation import (
@@ -116,9 +117,9 @@ def register(app: typer.Typer) -> None:
             load_ambiguous,
             parse_thresholds,
         )
-        from hamnet_deploy.runtime.fileio import check_not_an_input, write_json_atomic
+        from hamnet_deploy.runtime.fileio import check_output, write_json_atomic
 
-        check_not_an_input(json_out, "--json", [predictions, annotations, data, exclude_file, ambiguous])
+        check_output(json_out, "--json", [predictions, annotations, data, exclude_file, ambiguous], force)
         tiou = parse_thresholds(thresholds)
         if not predictions.exists():
             raise DataError(f"{predictions}: not found; give a results JSON/CSV file or a checkpoint folder")

@@ -9,6 +9,7 @@ import typer
 from hamnet_deploy.console import console, handle_errors, import_torch, stop_code, stop_word
 from hamnet_deploy.display import p
 from hamnet_deploy.reporting import RichReporter
+from hamnet_deploy.runtime.errors import ConfigError
 
 
 def refuse_recorded_pickle(data: Path, run: Path) -> None:
@@ -59,13 +60,15 @@ def train_command(
     else:
         cfg = load_recipe(recipe)
         run_dir = out or Path(cfg.output_dir)
-    sets = list(overrides)
+    if overrides:
+        cfg = cfg.with_overrides(list(overrides))
     for key, value in (("epochs", epochs), ("ablation", ablation), ("device", device), ("seed", seed),
                        ("eval_every", eval_every)):
-        if value is not None:
-            sets.append(f"{key}={value}")
-    if sets:
-        cfg = cfg.with_overrides(sets)
+        if value is not None:  # errors name the option the user typed, not --set
+            try:
+                cfg = cfg.with_overrides([f"{key}={value}"])
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace(f"--set {key}=", f"--{key.replace('_', '-')} ", 1)) from None
     if data is None:
         from hamnet_deploy.training.embedded import embedded_dataset
 
@@ -86,8 +89,20 @@ def train_command(
     except KeyboardInterrupt as exc:
         console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume {p(run_dir)}")
         raise typer.Exit(stop_code(exc)) from None
+    except RuntimeError as exc:  # PyTorch's allocators raise RuntimeError (torch.OutOfMemoryError on CUDA)
+        if not _out_of_memory(exc):
+            raise
+        raise ConfigError(f"not enough memory for the model and batch these settings make (model.attention_dim="
+                          f"{cfg.model.attention_dim}, model.feature_dim={cfg.model.feature_dim}, data.batch_size="
+                          f"{cfg.data.batch_size}, data.num_snippets={cfg.data.num_snippets}); lower them with "
+                          "--set") from None
     console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {p(run_dir)}")
     console.print(f"next: hamnet export {p(run_dir)}", highlight=False, soft_wrap=True)
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
 
 
 def register(app: typer.Typer) -> None:

@@ -125,7 +125,7 @@ def test_wtalc_annotation_folder(thumos_dir, tmp_path):
     pred = tmp_path / "gt_as_pred.json"
     dets.write_json(pred)
     for ann in (thumos_dir, thumos_dir / "thumos14-reduced.json"):
-        result = run(pred, "-a", ann, "--json", tmp_path / "r.json")
+        result = run(pred, "-a", ann, "--json", tmp_path / "r.json", "--force")
         assert result.exit_code == 0, result.output
         report = json.loads((tmp_path / "r.json").read_text())
         assert report["mAP"] == [1.0] * 7 and report["videos"] == 212

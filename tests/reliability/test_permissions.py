@@ -58,5 +58,6 @@ def test_a_replaced_file_keeps_its_mode(umask_022, tmp_path, monkeypatch, built_
     results = tmp_path / "results.csv"
     results.write_text("old")
     results.chmod(0o600)  # private on purpose: stays private
-    assert cli("detect", tiny_data / "videos", "--model", built_bundle, "--out", results).exit_code == 0
+    assert cli("detect", tiny_data / "videos", "--model", built_bundle, "--out", results,
+               "--force").exit_code == 0
     assert stat.S_IMODE(results.stat().st_mode) == 0o600 and results.read_text() != "old"

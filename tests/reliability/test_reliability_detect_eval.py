@@ -351,12 +351,12 @@ def test_full_disk_keeps_the_previous_results(env, tmp_path, monkeypatch):
     out = tmp_path / "results.json"
     out.write_text("previous\n")
     _FullDisk(monkeypatch)
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", out), "No space left")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", out, "--force"), "No space left")
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file left
     report = tmp_path / "eval.json"
     report.write_text("previous\n")
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", report), "No space left")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", report, "--force"), "No space left")
     assert report.read_text() == "previous\n"
 
 
@@ -365,9 +365,9 @@ def test_dev_full_is_written_into_not_replaced(env, tmp_path):
         pytest.skip("no /dev/full here")
     link = tmp_path / "results.json"
     link.symlink_to("/dev/full")  # a symlink: a regression would replace the link, never /dev/full
-    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", link), "No space left")
+    one_line_error(cli("detect", env["video"], "--model", env["bundle"], "--out", link, "--force"), "No space left")
     assert link.is_symlink()
-    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", link), "No space left")
+    one_line_error(cli("eval", env["results"], "-a", env["ann"], "--json", link, "--force"), "No space left")
 
 
 def test_outputs_that_cannot_be_written(env, tmp_path):

@@ -193,7 +193,7 @@ def test_ctrl_c_during_detect_keeps_the_previous_results(run, tmp_path):
         np.save(feats / f"v{i:03d}.npy", rng.normal(size=(3000, 8)).astype(np.float32))
     results = tmp_path / "results.json"
     results.write_text('{"results": {}}\n')
-    proc = spawn(hamnet("detect", feats, "--model", bundle, "--out", results, "--batch-size", 1), tmp_path)
+    proc = spawn(hamnet("detect", feats, "--model", bundle, "--out", results, "--batch-size", 1, "--force"), tmp_path)
     wait_for(proc, "backend")  # the model is loaded; reading and running 400 files follow
     code, text = interrupt(proc, now=True)
     assert_one_line_interrupt(code, text)
