@@ -74,7 +74,15 @@ def run_step(fmt: ExportFormat, ctx: ExportContext, optional: bool | None = None
 
 
 def run_export(checkpoint: Path, out: Path, options: ExportOptions, report: Reporter | None = None) -> ExportOutcome:
-    """Export the checkpoint to the bundle folder `out` (and what else `options` asks for)."""
+    """Export the checkpoint to the bundle folder `out` (and what else `options` asks for);
+    one export at a time per bundle folder (`runtime.locks.hold`)."""
+    from hamnet_deploy.runtime.locks import hold
+
+    with hold(out, "hamnet export", "choose another --out"):
+        return _run_export(checkpoint, out, options, report)
+
+
+def _run_export(checkpoint: Path, out: Path, options: ExportOptions, report: Reporter | None) -> ExportOutcome:
     from hamnet_deploy.export.bundle_writer import (
         BundleStage,
         build_manifest,
@@ -133,7 +141,15 @@ BUNDLE_FORMATS = ("onnx_int8", "tensorrt", "triton")
 def update_bundle(path: Path, options: ExportOptions, report: Reporter | None = None) -> ExportOutcome:
     """Add what `options` asks for (INT8 CPU model, TensorRT engines, Triton repository)
     to the bundle at `path`, in place and atomically (`export.bundle_update`). Needs no
-    PyTorch. Every step is required: if one fails nothing is changed."""
+    PyTorch. Every step is required: if one fails nothing is changed. One change at a
+    time per bundle (`runtime.locks.hold`, the lock an export to it takes)."""
+    from hamnet_deploy.runtime.locks import hold
+
+    with hold(path, "hamnet export", "run it again when that one has finished"):
+        return _update_bundle(path, options, report)
+
+
+def _update_bundle(path: Path, options: ExportOptions, report: Reporter | None) -> ExportOutcome:
     from hamnet_deploy.export.bundle_update import BundleUpdate
     from hamnet_deploy.runtime.bundle import load_bundle
 

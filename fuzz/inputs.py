@@ -18,13 +18,35 @@ from typing import Any
 
 import numpy as np
 
+from hamnet_deploy.runtime.errors import HamnetError
+
 CLASSES = ["Alpha", "Beta", "Gamma"]
 FEATURE_DIM = 4
 MIN_TOPK_RATIO = float(os.environ.get("HAMNET_FUZZ_MIN_TOPK_RATIO", "0.01"))
 """Smallest top-k ratio the post-processing targets draw; ratios below 1 must be refused
 with a ConfigError by PostprocessConfig (they once crashed np.partition)."""
 
+BIG = 10 ** 400
+"""An integer no float can hold (json writes and reads it as a 401-digit literal)."""
+TEXTS = ("", "1", "-1", "0.5", "1e999", "-1e999", "nan", "inf", "1" * 400, "-" + "9" * 400, "1e23", "0x10",
+         "abc", "true", "none", "[0.1,0.5]", "[", "{}", '{"a": 1}', "1,2,3", ",", "\udcff", "\x00", "é",
+         "soft", "hard", "softmax", "1_000", " 7 ", "2e-400")
+"""Values a `--set key=VALUE` might carry (command-line text: non-UTF-8 bytes arrive as
+surrogate escapes)."""
+
 _SPECIAL = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, -1e308, 5e-324, 1e-300, 3.5e38, -3.5e38, 1.0)
+
+
+DOCUMENTED: tuple[type[BaseException], ...] = (HamnetError,)
+"""What a target may raise: the typed errors of runtime/errors.py."""
+
+
+def _documented(fn: Any) -> Any:
+    """`fn()`, or None when it raised one of the DOCUMENTED errors."""
+    try:
+        return fn()
+    except DOCUMENTED:
+        return None
 
 
 # --------------------------------------------------------------------------- #
@@ -94,8 +116,9 @@ def _json_value(d: Draw, depth: int = 0) -> Any:
     if kind == 4:
         return d.choice(["", "test", "validation", "Alpha", "soft", "hard", "none", "../x", "/abs",
                          "model.onnx", "nan", "1e999", "\x00", "é", "Beta", "fp32", "-1"])
-    if kind == 5:
-        return d.choice([0, 1, -1, 2, 17, 10**6, 0.5, 1.5, -0.5, 3, 1e-9])
+    if kind == 5:  # also numbers no float holds, and text that was not UTF-8 (surrogate escapes)
+        return d.choice([0, 1, -1, 2, 17, 10**6, 0.5, 1.5, -0.5, 3, 1e-9, BIG, -BIG, 2**63, 2**64,
+                         "\udcff", "a\ud800b", "1" * 400])
     if kind == 6:
         return d.choice([[0, 1], [1, 0], [], [0.1, 0.5, 0.9], [-1, 2], ["a", "b"], {}])
     if kind in (7, 8):
@@ -248,7 +271,7 @@ def manifest_seed() -> dict[str, Any]:
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, indent=1).encode()
+    return json.dumps(obj, indent=1).encode("utf-8", "surrogateescape")
 
 
 # --------------------------------------------------------------------------- #

@@ -25,9 +25,9 @@ from fuzz.inputs import (
     MODEL_BYTES,
     Draw,
     _content,
+    _documented,
     _file,
     _json_bytes,
-    _json_value,
     annotation_seed,
     manifest_seed,
     npy_seeds,
@@ -36,22 +36,12 @@ from fuzz.inputs import (
     results_seed,
     scratch,
 )
-from hamnet_deploy.runtime.errors import HamnetError
-
-DOCUMENTED: tuple[type[BaseException], ...] = (HamnetError,)
-"""What a target may raise: the typed errors of runtime/errors.py."""
+from fuzz.settings_targets import target_overrides, target_postprocess_config, target_recipe
 
 
 # --------------------------------------------------------------------------- #
 #                                  targets                                    #
 # --------------------------------------------------------------------------- #
-def _documented(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except DOCUMENTED:
-        return None
-
-
 def target_npy(data: bytes) -> None:
     """`.npy` feature files: `runtime.feature_files.load_features`, the one reader of
     `hamnet detect` and of the per-video training layout."""
@@ -150,25 +140,8 @@ def target_manifest(data: bytes) -> None:
         assert bundle.engine_path(engine).resolve().is_relative_to(root)
 
 
-def target_postprocess_config(data: bytes) -> None:
-    """`PostprocessConfig.from_dict` on arbitrary mappings; what it accepts round-trips."""
-    from hamnet_deploy.runtime.postprocess import PostprocessConfig
-
-    d = Draw(data)
-    base = PostprocessConfig().to_dict()
-    keys = [*base, "unknown", ""]
-    raw: Any = {}
-    for _ in range(d.int(0, 6)):
-        raw[d.choice(keys)] = _json_value(d)
-    if d.int(0, 15) == 0:
-        raw = _json_value(d)
-    cfg = _documented(lambda: PostprocessConfig.from_dict(raw))
-    if cfg is not None:
-        again = PostprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-        assert again == cfg
-
-
 def _draw_config(d: Draw) -> Any:
+    from fuzz.inputs import DOCUMENTED
     from hamnet_deploy.runtime.postprocess import PostprocessConfig
 
     nms = d.choice(["soft", "hard", "none"])
@@ -352,6 +325,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "results": target_results,
     "manifest": target_manifest,
     "postprocess_config": target_postprocess_config,
+    "recipe": target_recipe,
+    "overrides": target_overrides,
     "localize": target_localize,
     "localize_many": target_localize_many,
     "evaluate": target_evaluate,

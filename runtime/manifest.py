@@ -44,6 +44,12 @@ def file_name_problem(name: Any) -> str | None:
         return f"file name {name!r} leaves the bundle folder ('..')"
     if name in (".", "./") or posix.name in ("", "."):
         return f"file name {name!r} names no file"
+    try:
+        parts = [len(part.encode("utf-8")) for part in posix.parts]
+    except UnicodeEncodeError:
+        return f"file name {name[:40]!r} is not valid text"
+    if max(parts) > 255 or sum(parts) > 1024:  # what file systems hold (NAME_MAX, a sane PATH_MAX share)
+        return f"file name {name[:40]!r}... is too long (over 255 bytes a part or 1024 in all)"
     return None
 
 

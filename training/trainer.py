@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
 from hamnet_deploy.runtime.events import Reporter, emitter
 from hamnet_deploy.runtime.fileio import atomic_write, read_json, write_json_atomic
+from hamnet_deploy.runtime.locks import hold
 from hamnet_deploy.runtime.scoring import EvalSummary
 from hamnet_deploy.training import distributed as ddp
 from hamnet_deploy.training.batches import TrainSamples, collate
@@ -177,7 +179,15 @@ def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool
     """Train `cfg` on `data` (train split: cfg.data.train_subset; evaluation on
     cfg.data.test_subset) writing checkpoints and metrics to `run_dir`. Events
     (`runtime.events`): `train.note`, `train.epoch.start`, `train.step` (progress),
-    `train.epoch` (the metrics record), `train.eval` (the EvalSummary)."""
+    `train.epoch` (the metrics record), `train.eval` (the EvalSummary). One training
+    process per run folder (`runtime.locks.hold`; under torchrun, rank 0 holds it)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with hold(run_dir, "hamnet train", "choose another --out") if main else contextlib.nullcontext():
+        return _train(cfg, data, run_dir, resume, report)
+
+
+def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool,
+           report: Reporter | None) -> TrainOutcome:
     started = time.perf_counter()
     cfg = fit_config_to_data(cfg, data).resolved()
     run_dir = Path(run_dir)

@@ -120,7 +120,9 @@ def assert_one_line_interrupt(code: int, text: str) -> None:
 
 
 def hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    """Hidden leftovers in `folder`: temp files and folders (the `.NAME.lock` files of
+    `runtime.locks` are kept by design and are not leftovers)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +147,45 @@ def run(data, tmp_path_factory) -> Path:
                                                      "epochs=2"])
     train(cfg, load_dataset(data), out)
     return out
+
+
+# --------------------------------------------------------------------------- #
+#                          one process per folder                             #
+# --------------------------------------------------------------------------- #
+def test_a_second_process_on_the_same_run_or_bundle_is_refused(data, run, tmp_path):
+    """Two `hamnet train --out R` (or `--resume R`) at once: the second is refused naming
+    the first (its pid and command), and the first's run is untouched. The same for a
+    bundle folder while an export or an in-place update holds it. The lock is the
+    kernel's: it ends with the process, even under SIGKILL."""
+    from hamnet_deploy.runtime.locks import hold
+
+    out = tmp_path / "run"
+    first = spawn(hamnet("train", "--data", data, "--out", out, "--epochs", 100000, *TINY), tmp_path)
+    wait_for(first, "run:")
+    for args in (["--data", data, "--out", out], ["--resume", out]):
+        second = subprocess.run(hamnet("train", *args, "--epochs", 2, *TINY), capture_output=True, text=True,
+                                timeout=120, cwd=tmp_path)
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert f"is in use by process {first.pid} on" in second.stderr and "(hamnet train" in second.stderr
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert [x["epoch"] for x in lines] == list(range(1, len(lines) + 1))  # one run's log, in order
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=30)
+    assert subprocess.run(hamnet("train", "--resume", out, "--epochs", lines[-1]["epoch"] + 1 if lines else 2,
+                                 *TINY), capture_output=True, timeout=120, cwd=tmp_path).returncode == 0
+    bundle = tmp_path / "bundle"
+    with hold(bundle, "hamnet export"):
+        for args in ([run, "--out", bundle], [run, "--out", bundle, "--force"]):
+            busy = subprocess.run(hamnet("export", *args, "--skip-parity-long"), capture_output=True, text=True,
+                                  timeout=120, cwd=tmp_path)
+            assert busy.returncode == 2 and f"is in use by process {os.getpid()}" in busy.stderr, busy.stderr
+    assert not bundle.exists()
+    assert subprocess.run(hamnet("export", run, "--out", bundle, "--skip-parity-long"), capture_output=True,
+                          timeout=300, cwd=tmp_path).returncode == 0
+    with hold(bundle, "hamnet export"):
+        busy = subprocess.run(hamnet("export", bundle, "--int8-cpu", "--calib", data), capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert busy.returncode == 2 and "is in use by process" in busy.stderr, busy.stderr
 
 
 # --------------------------------------------------------------------------- #
