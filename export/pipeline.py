@@ -164,6 +164,9 @@ def _update_bundle(path: Path, options: ExportOptions, report: Reporter | None) 
                           "export a checkpoint (hamnet export RUN)")
     emit("export.load", "stage", f"checking {path} (every checksum)", state="start")
     bundle = load_bundle(path, verify=True)  # a damaged bundle is refused before anything is built
+    for kind in ("onnx", "onnx_int8"):
+        if bundle.has(kind):
+            bundle.check_self_contained(kind)
     emit("export.load", "stage", state="done")
     emit("export.model", "note", f"bundle {path}: D = {bundle.feature_dim}, {bundle.num_classes} classes, "
                                  f"receptive radius {bundle.receptive_radius}", bundle=str(path))

@@ -70,7 +70,7 @@ from hamnet_deploy.export.trt_precision import (
     quantize_onnx_qdq,
 )
 from hamnet_deploy.runtime import trt_import
-from hamnet_deploy.runtime.cache import cache_root
+from hamnet_deploy.runtime.cache import cache_dir
 from hamnet_deploy.runtime.devices import cuda_devices
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
 from hamnet_deploy.runtime.fileio import sha256_bytes, sha256_file, write_bytes_atomic
@@ -136,7 +136,7 @@ def _torch_devices() -> list[dict[str, Any]]:
 def default_timing_cache(gpu_name: str, cc: Any, trt_version: str) -> Path:
     """Per GPU and TensorRT version timing-cache file in the cache folder (`runtime.cache`)."""
     major, minor = parse_cc(cc)
-    return cache_root() / f"trt_timing_{gpu_slug(gpu_name)}_sm{major}{minor}_trt{short_version(trt_version)}.cache"
+    return cache_dir() / f"trt_timing_{gpu_slug(gpu_name)}_sm{major}{minor}_trt{short_version(trt_version)}.cache"
 
 
 # --------------------------------------------------------------------------- #

@@ -116,6 +116,16 @@ class Bundle:
         return True, (f"--verify kept its average mAP within {tol:g} points of PyTorch ({ours:.2f} vs "
                       f"{theirs:.2f}, on {record.get('videos', '?')} {record.get('subset', 'test')} videos)")
 
+    def check_self_contained(self, kind: str) -> None:
+        """BundleError when the `kind` ONNX model keeps tensors in external data files: the
+        checksums cover only the files the manifest lists, so every weight must be in them.
+        (An external tensor's entry always has the key `location`, as protobuf writes it:
+        field 1, 8 bytes; weights are never scanned by anything that runs them.)"""
+        path = self.model_path(kind)
+        if b"\x0a\x08location" in path.read_bytes():
+            raise BundleError(f"{path}: keeps weights in external data files, which a bundle does not checksum; "
+                              "re-export the bundle (hamnet export RUN writes one self-contained model.onnx)")
+
     def verify_checksums(self, only: Iterable[str] | None = None) -> None:
         """Check that every listed file exists and matches its SHA-256.
 

@@ -33,6 +33,8 @@ def cache_dir(*parts: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         source = f"${ENV}" if os.environ.get(ENV, "").strip() else "the user cache folder"
-        raise ConfigError(f"cannot use the cache folder {folder} ({source}): {exc.strerror or exc}; set "
+        why = ("a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError))
+               else exc.strerror or str(exc))
+        raise ConfigError(f"cannot use the cache folder {folder} ({source}): {why}; set "
                           f"{ENV} to a writable folder") from None
     return folder

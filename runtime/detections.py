@@ -228,6 +228,10 @@ def read_results(path: str | os.PathLike, classes: Sequence[str]) -> Detections:
     src = str(path)
     text = read_text(path, "predictions file")
     rows = _Rows(src, classes)
+    if text.lstrip().startswith("["):
+        raise DataError(f"{src}: a JSON list; a results file is the ActivityNet object {{\"results\": {{video: "
+                        "[{\"label\", \"score\", \"segment\"}, ...]}} (as hamnet detect --out r.json writes), "
+                        "or a CSV with the header video,label,score,t_start,t_end")
     if text.lstrip().startswith("{"):
         _read_json(text, rows)
     else:

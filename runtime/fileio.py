@@ -345,11 +345,28 @@ def read_text(path: str | os.PathLike, what: str, error: type[HamnetError] = Dat
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
         raise error(f"{path}: {what} expected, but this is {kind}; give the file")
     try:
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror}); {fix}") from None
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff") and _is_utf16(raw):
+            raise error(f"{path}: {what} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as "
+                        "UTF-8") from None
         raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start}); {fix}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror}); {fix}") from None
+
+
+def _is_utf16(raw: bytes) -> bool:
+    """Text saved as UTF-16 (not binary that starts with those two bytes): it decodes,
+    and begins with an ASCII character, as JSON and our CSV headers do."""
+    try:
+        text = raw.decode("utf-16").lstrip("\ufeff \t\r\n")
+    except UnicodeDecodeError:
+        return False
+    return text[:1].isascii()
 
 
 def read_json(path: str | os.PathLike, what: str, error: type[HamnetError] = DataError,

@@ -159,6 +159,13 @@ def register(app: typer.Typer) -> None:
             console.print("[dim]false positives forgiven for overlapping Ambiguous regions: "
                           + ", ".join(f"{t:g}: {n}" for t, n in zip(result.thresholds, result.ambiguous_ignored,
                                                                      strict=True)) + "[/]")
+        if len(dets) == 0:
+            err_console.print(f"[yellow]warning:[/] {p(predictions)} holds no detections: every AP is 0 (check "
+                              "that it is the file hamnet detect --out wrote)", highlight=False, soft_wrap=True)
+        elif result.num_videos and result.dropped_predictions == len(dets):
+            err_console.print("[yellow]warning:[/] none of the detections is of an evaluated video: every AP is "
+                              "0 (check --subset and that the video ids match the annotations)", highlight=False,
+                              soft_wrap=True)
         if result.unknown_videos:
             shown = ", ".join(result.unknown_videos[:3])
             err_console.print(f"[yellow]warning:[/] {len(result.unknown_videos)} predicted videos are not in "

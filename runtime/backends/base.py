@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hamnet_deploy.runtime.errors import BackendUnavailable, DataError
+from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, DataError
 from hamnet_deploy.runtime.profile import Profile
 
 
@@ -31,6 +31,8 @@ class BaseRunner:
     def __init__(self) -> None:
         self.input_dim: int | None = None
         self.profile: Profile | None = None
+        self.classes_from: tuple[int, str] | None = None
+        """(class count, where it was read): the CAS must have that many classes + background."""
         self._active = False
 
     # ------------------------------------------------------------ backend hooks
@@ -137,4 +139,8 @@ class BaseRunner:
             raise BackendUnavailable(f"{self.name} returned cas {cas.shape} and attention {att.shape} for input "
                                      f"{tuple(shape)}; expected [{b}, {t}, C+1] and [{b}, {t}, 1]; re-export "
                                      "the bundle")
+        if self.classes_from is not None and cas.shape[2] != self.classes_from[0] + 1:
+            count, where = self.classes_from
+            raise BundleError(f"{where}: lists {count} class names but {self.what} outputs {cas.shape[2] - 1} "
+                              "classes (+ background); re-export the bundle, or correct `classes` in that file")
         return cas, att

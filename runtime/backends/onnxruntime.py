@@ -19,6 +19,7 @@ module writes the `*_impl` methods.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,8 @@ from typing import Any
 import numpy as np
 
 from hamnet_deploy.runtime.backends.base import BaseRunner
-from hamnet_deploy.runtime.cache import cache_root
+from hamnet_deploy.runtime.cache import cache_dir, cache_root
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
-from hamnet_deploy.runtime.fileio import sha256_file
 from hamnet_deploy.runtime.profile import Profile
 from hamnet_deploy.runtime.settings import Settings, option
 
@@ -219,21 +219,31 @@ class OnnxRuntimeRunner(BaseRunner):
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file missing; re-export the bundle with hamnet export")
         expected = _field(self.entry, "sha256") if self.entry is not None else None
-        if self.verify and expected and sha256_file(self.model_path) != expected:
+        try:  # the session is made from these bytes: what was checked is what runs, and nothing else loads
+            model = self.model_path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{self.model_path}: cannot read the model ({exc.strerror})") from None
+        if self.verify and expected and hashlib.sha256(model).hexdigest() != expected:
             raise BundleError(f"{self.model_path}: checksum does not match the manifest: the file was "
                               "modified or damaged; re-export the bundle")
         available = list(ort.get_available_providers())
         providers = provider_list(self.device, available, self.input_name or "features", self.input_dim,
                                   self.trt, getattr(ort, "__version__", None))
         if self.device == "tensorrt":
-            Path(self.trt.cache_path or default_trt_cache()).mkdir(parents=True, exist_ok=True)
+            if self.trt.cache_path:
+                Path(self.trt.cache_path).mkdir(parents=True, exist_ok=True)
+            else:
+                cache_dir("ort-trt")  # created, or a ConfigError naming $HAMNET_CACHE
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
+            session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
+            if "external" in str(exc).lower() or "model_path must not be empty" in str(exc):
+                raise BundleError(f"{self.model_path}: keeps weights in external data files, which a bundle "
+                                  "does not checksum and hamnet never loads; re-export the bundle") from None
             raise BundleError(f"{self.model_path}: ONNX Runtime cannot load the model ({_first_line(exc)}); "
                               "re-export the bundle") from None
         used = list(session.get_providers())

@@ -184,8 +184,15 @@ def select_runner(model: str | os.PathLike, backend: str = "auto", device: str =
                           "the checkpoint itself with --model RUN (a folder from hamnet train); the checkpoint a "
                           "bundle records is never loaded")
     dev = _device_for(chosen, device, env)
-    runner, reason = chosen.make(bundle, dev, options, env)
+    runner, reason = _make(chosen, bundle, dev, options, env)
     return _started(Selection(runner, chosen.name, reason, ModelInfo.from_bundle(bundle)))
+
+
+def _make(backend: Backend, bundle: Bundle, device: str, options: RunOptions, env: Environment) -> tuple[Any, str]:
+    """The backend's runner for `bundle` (not started), told the manifest's class count."""
+    runner, reason = backend.make(bundle, device, options, env)
+    runner.classes_from = (len(bundle.classes), str(bundle.path / MANIFEST))
+    return runner, reason
 
 
 def _device_for(backend: Backend, device: str, env: Environment) -> str:
@@ -228,7 +235,7 @@ def _auto(bundle: Bundle, device: str, options: RunOptions, env: Environment) ->
             skipped.append(f"not {route.label}: {route.why_not}")
             continue
         try:
-            runner, reason = route.backend.make(bundle, route.device, options, env)
+            runner, reason = _make(route.backend, bundle, route.device, options, env)
             runner.activate()
         except HamnetError as exc:
             skipped.append(f"not {route.label}: {_short(str(exc))}")
