@@ -4,8 +4,25 @@ Layers (each only imports the ones before it): `hamnet_deploy.runtime` (NumPy on
 `hamnet_deploy.training` (PyTorch), `hamnet_deploy.export` (ONNX, TensorRT, bundle writer)
 and the command line (`hamnet_deploy.cli`). Importing this package imports nothing
 heavy, so `hamnet_deploy.runtime` keeps working where only NumPy is installed.
+
+    from hamnet_deploy import Detector
+    results = Detector("bundle")(["video.npy"])
+    results.to_json("results.json")
 """
+
+from typing import Any
 
 from hamnet_deploy.runtime.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["Detector", "Results", "__version__"]
+
+_LAZY = {"Detector": "hamnet_deploy.runtime.detector", "Results": "hamnet_deploy.runtime.results"}
+
+
+def __getattr__(name: str) -> Any:
+    """`from hamnet_deploy import Detector` imports the runtime only when asked."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hamnet_deploy' has no attribute {name!r}")

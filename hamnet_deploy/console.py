@@ -20,7 +20,7 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTRAS = {"torch": "train", "onnxslim": "train", "safetensors": "train", "onnx": "int8", "tensorrt": "trt",
-          "tritonclient": "triton", "matplotlib": "plot"}
+          "tritonclient": "triton", "matplotlib": "plot", "pandas": "pandas"}
 """Optional module -> the extra of pyproject.toml that installs it."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import DataError
-from hamnet_deploy.runtime.feature_files import duplicate_ids, load_features, video_id
+from hamnet_deploy.runtime.feature_files import check_features, load_features, video_id
 from hamnet_deploy.runtime.inference import Inference, InferenceStats
 from hamnet_deploy.runtime.postprocess import PostprocessConfig
 from hamnet_deploy.runtime.scoring import detect_outputs
@@ -49,52 +49,68 @@ class DetectRun:
 
 
 class _Reader:
-    """Loads and checks the files one by one; bad files go to `failed`, the rest are yielded."""
+    """Loads and checks the inputs one by one (files with the one reader, arrays with its
+    checks); bad inputs go to `failed`, the rest are yielded as (video id, features)."""
 
-    def __init__(self, files: Sequence[Path], feature_dim: int, on_done: Callable[[], None]) -> None:
-        self.files = list(files)
+    def __init__(self, items: Sequence[tuple[str, Any]], feature_dim: int, on_done: Callable[[], None]) -> None:
+        self.items = list(items)
         self.dim = feature_dim
         self.failed: list[tuple[str, str]] = []
-        self.dups = duplicate_ids(self.files)
         self.on_done = on_done
         self.ids: list[str] = []
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for path in self.files:
-            if path in self.dups:
-                self._fail(str(path), f"{path}: video id {video_id(path)!r} repeats {self.dups[path]}; video ids "
-                                      "are file names without the suffix, so rename one")
+        first: dict[str, str] = {}
+        for vid, source in self.items:
+            name = _name(vid, source)
+            if vid in first:
+                self._fail(name, f"{name}: video id {vid!r} repeats {first[vid]}; video ids are file names without "
+                                 "the suffix (or the names given with arrays), so rename one")
                 continue
+            first[vid] = name
             try:
-                x = load_features(path, self.dim)
+                x = (check_features(source, f"video {vid!r}", self.dim) if isinstance(source, np.ndarray)
+                     else load_features(source, self.dim))
             except DataError as exc:
-                self._fail(str(path), str(exc))
+                self._fail(name, str(exc))
                 continue
-            self.ids.append(video_id(path))
-            yield video_id(path), x
+            self.ids.append(vid)
+            yield vid, x
 
     def _fail(self, name: str, reason: str) -> None:
         self.failed.append((name, reason))
         self.on_done()
 
 
-def detect_files(files: Sequence[str | Path], runner: Any, *, radius: int, feature_dim: int,
+def _name(vid: str, source: Any) -> str:
+    """How an input is named in `failed`: its path, or the video id given with an array."""
+    return vid if isinstance(source, np.ndarray) else str(source)
+
+
+def detect_files(files: Sequence[str | Path], runner: Any, **kwargs: Any) -> DetectRun:
+    """`detect_items` over feature files, each named by its video id (file name without
+    the suffix)."""
+    return detect_items([(video_id(f), Path(f)) for f in files], runner, **kwargs)
+
+
+def detect_items(items: Sequence[tuple[str, Any]], runner: Any, *, radius: int, feature_dim: int,
                  classes: Sequence[str], post: PostprocessConfig, max_t: int | None = None, batch_size: int = 8,
                  durations: Mapping[str, float | None] | None = None,
                  on_video: Callable[[], None] | None = None) -> DetectRun:
-    """Run the active `runner` over `files` and localize every video that loaded.
+    """Run the active `runner` over `items` ((video id, feature file or (T, D) array))
+    and localize every video that loaded.
 
     `durations` (video -> seconds) clip the detections; `on_video` is called once per
-    file, done or failed (progress)."""
+    input, done or failed (progress)."""
     tick = on_video or (lambda: None)
     infer = Inference(runner, radius, max_t=max_t, batch_size=batch_size)
-    reader = _Reader([Path(f) for f in files], feature_dim, tick)
+    reader = _Reader(items, feature_dim, tick)
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     started = time.perf_counter()
     for vid, cas, att in infer.stream(reader):
         outputs[vid] = (cas, att)
         tick()
-    order = [v for v in reader.ids if v in outputs]  # file order (videos complete in batch order)
+    order = [v for v in reader.ids if v in outputs]  # input order (videos complete in batch order)
     network_done = time.perf_counter()
     ordered = {v: outputs[v] for v in order}
     dets, scores = detect_outputs(ordered, post, classes, durations)

@@ -20,6 +20,20 @@ from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.fileio import atomic_write, read_text, write_json_atomic
 
 CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
+"""The columns a results CSV starts with (what other tools write)."""
+CSV_COLUMNS = (*CSV_HEADER, "class_score", "status")
+"""What hamnet writes: also each detection's video-level class probability, and a status
+(`ok`; `none`: a video without detections; `failed: REASON`: an input that failed)."""
+
+
+def _tidy_score(x: float) -> float:
+    """Nine significant digits: `0.123456789`, never `0.30000000000000004`."""
+    return float(f"{x:.9g}")
+
+
+def _tidy_time(x: float) -> float:
+    """Seconds to the microsecond: `22.4`, never `22.400000000000002`."""
+    return round(x, 6) + 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,37 +120,68 @@ class Detections:
         vid = np.fromiter((rank[v] for v in self.video), dtype=np.int64, count=len(self))
         return self.select(np.lexsort((-self.score, vid)))
 
-    def to_results_json(self) -> dict[str, Any]:
+    def to_results_json(self, videos: Sequence[str] = (), failed: Sequence[tuple[str, str]] = (),
+                        class_score: np.ndarray | None = None) -> dict[str, Any]:
         """The ActivityNet results object; `version` and `external_data` are included so
-        the official evaluator accepts the file as well."""
-        results: dict[str, list[dict[str, Any]]] = {}
+        the official evaluator accepts the file as well. `videos`: processed videos, listed
+        (with `[]`) even without detections; `failed`: (input, reason) pairs, under the
+        top-level key "failed" that evaluators ignore; `class_score` (N,): each
+        detection's video-level class probability. Numbers are rounded (`_tidy`)."""
+        results: dict[str, list[dict[str, Any]]] = {str(v): [] for v in videos}
         labels = self.classes
-        for v, c, s, a, b in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
-                                 self.t_start.tolist(), self.t_end.tolist(), strict=True):
-            results.setdefault(v, []).append({"label": labels[c], "score": s, "segment": [a, b]})
-        return {"version": "VERSION 1.3", "results": results,
-                "external_data": {"used": False, "details": "hamnet-deploy"}}
+        extra = class_score.tolist() if class_score is not None else [None] * len(self)
+        for v, c, s, a, b, p in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
+                                    self.t_start.tolist(), self.t_end.tolist(), extra, strict=True):
+            entry = {"label": labels[c], "score": _tidy_score(s), "segment": [_tidy_time(a), _tidy_time(b)]}
+            if p is not None:
+                entry["class_score"] = _tidy_score(p)
+            results.setdefault(v, []).append(entry)
+        out: dict[str, Any] = {"version": "VERSION 1.3", "results": results,
+                               "external_data": {"used": False, "details": "hamnet-deploy"}}
+        if failed:
+            out["failed"] = [{"input": name, "reason": reason} for name, reason in failed]
+        return out
 
-    def write_json(self, path: str | os.PathLike) -> None:
-        write_json_atomic(path, self.to_results_json())
+    def write_json(self, path: str | os.PathLike, **context: Any) -> None:
+        """`to_results_json(**context)` written atomically."""
+        write_json_atomic(path, self.to_results_json(**context))
 
-    def write_csv(self, path: str | os.PathLike) -> None:
+    def to_csv(self, videos: Sequence[str] = (), failed: Sequence[tuple[str, str]] = (),
+               class_score: np.ndarray | None = None) -> str:
+        """CSV text: `video,label,score,t_start,t_end,class_score,status`, one row per
+        detection (status `ok`), one row with empty fields for each processed video
+        without detections (status `none`) and for each input that failed (its path,
+        status `failed: REASON`)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
+        writer.writerow(CSV_COLUMNS)
         labels = self.classes
-        for v, c, s, a, b in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
-                                 self.t_start.tolist(), self.t_end.tolist(), strict=True):
-            writer.writerow((v, labels[c], repr(s), repr(a), repr(b)))
-        with atomic_write(path, "w") as handle:
-            handle.write(buf.getvalue())
+        extra = class_score.tolist() if class_score is not None else [None] * len(self)
+        for v, c, s, a, b, p in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
+                                    self.t_start.tolist(), self.t_end.tolist(), extra, strict=True):
+            writer.writerow((v, labels[c], repr(_tidy_score(s)), repr(_tidy_time(a)), repr(_tidy_time(b)),
+                             "" if p is None else repr(_tidy_score(p)), "ok"))
+        found = set(self.video.tolist())
+        for v in videos:
+            if v not in found:
+                writer.writerow((v, "", "", "", "", "", "none"))
+        for name, reason in failed:
+            writer.writerow((name, "", "", "", "", "", f"failed: {reason}"))
+        return buf.getvalue()
 
-    def write(self, path: str | os.PathLike) -> None:
-        """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON)."""
+    def write_csv(self, path: str | os.PathLike, **context: Any) -> None:
+        """`to_csv(**context)` written atomically."""
+        text = self.to_csv(**context)
+        with atomic_write(path, "w") as handle:
+            handle.write(text)
+
+    def write(self, path: str | os.PathLike, **context: Any) -> None:
+        """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON); `context`
+        as `to_results_json`."""
         if Path(path).suffix.lower() == ".csv":
-            self.write_csv(path)
+            self.write_csv(path, **context)
         else:
-            self.write_json(path)
+            self.write_json(path, **context)
 
 
 def _number(value: Any, what: str) -> float:
@@ -208,14 +253,17 @@ def _read_csv(text: str, rows: _Rows) -> None:
         header = next(reader, None)
     except csv.Error as exc:
         raise DataError(f"{src}: not valid CSV ({exc}); fix or regenerate the file") from None
-    if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+    columns = tuple(h.strip() for h in header) if header is not None else ()
+    if columns not in (CSV_HEADER, CSV_COLUMNS):
         raise DataError(f"{src}: CSV must start with the header {','.join(CSV_HEADER)}")
     try:
         for line, rec in enumerate(reader, start=2):
             if not rec or all(not f.strip() for f in rec):
                 continue
-            if len(rec) != len(CSV_HEADER):
-                raise DataError(f"{src}: line {line}: expected {len(CSV_HEADER)} fields, got {len(rec)}")
+            if len(rec) != len(columns):
+                raise DataError(f"{src}: line {line}: expected {len(columns)} fields, got {len(rec)}")
+            if len(columns) == len(CSV_COLUMNS) and rec[6].strip() != "ok":
+                continue  # a video without detections, or an input that failed
             rows.add(f"line {line}", rec[0], rec[1], rec[2].strip(), rec[3].strip(), rec[4].strip())
     except csv.Error as exc:  # e.g. a field over the csv module's size limit
         raise DataError(f"{src}: line {reader.line_num}: not valid CSV ({exc}); fix or regenerate the file") from None

@@ -16,7 +16,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -231,16 +231,3 @@ def load_features(path: str | os.PathLike, feature_dim: int | None = None) -> np
     """
     path = Path(path)
     return check_features(_read_array(path), str(path), feature_dim)
-
-
-def duplicate_ids(files: Sequence[Path]) -> dict[Path, Path]:
-    """Files whose video id (stem) an earlier file already has: {later file: first file}."""
-    first: dict[str, Path] = {}
-    dups: dict[Path, Path] = {}
-    for p in files:
-        vid = video_id(p)
-        if vid in first:
-            dups[p] = first[vid]
-        else:
-            first[vid] = p
-    return dups

@@ -47,14 +47,6 @@ class _Rate(ProgressColumn):
 # --------------------------------------------------------------------------- #
 #                              settings helpers                               #
 # --------------------------------------------------------------------------- #
-def postprocess_settings(base: Any, sets: Sequence[str], **flags: Any) -> Any:
-    """The bundle's PostprocessConfig, then `--set key=value` items, then the named flags
-    (those not None)."""
-    post = base.with_overrides(sets)
-    changes = {k: v for k, v in flags.items() if v is not None}
-    return post.replace(**changes) if changes else post
-
-
 def _check_out(out: Path | None) -> None:
     if out is not None and out.suffix.lower() not in RESULT_SUFFIXES:
         raise ConfigError(f"--out {out}: use a .json (ActivityNet results format) or .csv file name")
@@ -128,9 +120,9 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
                recursive: bool, fp16: bool, force: bool = False) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
-    from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
-    from hamnet_deploy.runtime.detect import detect_files
-    from hamnet_deploy.runtime.feature_files import find_feature_files, video_id
+    from hamnet_deploy.runtime.backends.select import resolve_model
+    from hamnet_deploy.runtime.detector import Detector
+    from hamnet_deploy.runtime.feature_files import video_id
     from hamnet_deploy.runtime.fileio import check_output
 
     _check_out(out)
@@ -144,16 +136,8 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
             raise ConfigError(f"--plot {plot}: exists and is not a folder; give a folder for the PNG files")
     if rows < 0:
         raise ConfigError(f"--rows {rows}: must be >= 0 (0 shows all)")
-    files, missing = find_feature_files(paths, recursive=recursive)
-    if not files:
-        detail = "; ".join(f"{m.path}: {m.reason}" for m in missing[:3])
-        raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
     gt = _ground_truth(annotations)
     model_path = resolve_model(model)
-    inputs = [annotations, model_path, *files]
-    check_output(out, "--out", inputs, force)
-    if plot is not None:
-        check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files])
     ort_trt = None
     if device == "tensorrt" or backend == "onnxruntime-tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
@@ -165,23 +149,29 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     elif fp16:
         raise ConfigError("--fp16 applies to ONNX Runtime's TensorRT provider: add --backend onnxruntime-tensorrt "
                           "(TensorRT engines carry their precision in the bundle)")
-
     with console.status(f"starting a backend for {p(model_path)}"):
-        selection = select_runner(model_path, backend, device, threads=threads, ort_trt=ort_trt)
-    info = selection.info
-    console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
-    console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
-    post = postprocess_settings(info.postprocess, post_sets, **post_flags)
-    durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
-
-    with selection.runner:
+        detector = Detector(model_path, backend=backend, device=device, threads=threads, batch_size=batch_size,
+                            max_t=max_t, sets=post_sets, ort_trt=ort_trt, **post_flags)
+    with detector:
+        items = detector.expand(paths, recursive=recursive)
+        files = [src for _, src in items if isinstance(src, Path)]
+        if not files:
+            detail = "; ".join(reason for _, reason in detector.missing(items)[:3])
+            raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
+        inputs = [annotations, model_path, *files]
+        check_output(out, "--out", inputs, force)
+        if plot is not None:
+            check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files])
+        selection, info, post = detector.selection, detector.info, detector.post
+        console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
+        console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
+        durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
         bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(files) < 2)
+                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(items) < 2)
         with bar:
-            task = bar.add_task("videos", total=len(files))
-            run = detect_files(files, selection.runner, radius=info.receptive_radius, feature_dim=info.feature_dim,
-                               classes=info.classes, post=post, max_t=max_t, batch_size=batch_size,
-                               durations=durations, on_video=lambda: bar.advance(task))
+            task = bar.add_task("videos", total=len(items))
+            results = detector.run(items, durations=durations, on_video=lambda: bar.advance(task))
+    run = results.run
     order, dets, lengths = run.videos, run.detections, run.lengths()
     if len(order) == 1:
         console.print(_detail_table(order[0], lengths[order[0]], dets, rows))
@@ -193,16 +183,17 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                   f"{rate:.1f} videos/s: network {stats.network_seconds:.2f} s ({stats.batches} batches, "
                   f"{stats.windows} windows, {100 * stats.overhead:.1f} % overlap/padding), post-processing "
                   f"{run.post_seconds:.3f} s", highlight=False)
+    failed = results.failed
     if out is not None:
-        dets.write(out)
-        console.print(f"wrote {p(out)} ({len(dets)} detections)", highlight=False)
+        results.write(out)
+        extra = f", {len(failed)} failed inputs recorded" if failed else ""
+        console.print(f"wrote {p(out)} ({len(order)} videos, {len(dets)} detections{extra})", highlight=False)
     if plot is not None and order:
         _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
-    failed = [(m.path, f"{m.path}: {m.reason}") for m in missing] + run.failed
     for _name, reason in failed:
         err_console.print(f"[bold red]failed:[/] {p(reason)}", soft_wrap=True, highlight=False)
     if failed:
-        err_console.print(f"[bold red]{len(failed)} of {len(files) + len(missing)} inputs failed[/]; the other "
+        err_console.print(f"[bold red]{len(failed)} of {len(items)} inputs failed[/]; the other "
                           f"{len(order)} ran", highlight=False)
         return 1
     return 0

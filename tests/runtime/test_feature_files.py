@@ -10,7 +10,6 @@ import pytest
 
 from hamnet_deploy.runtime.errors import DataError
 from hamnet_deploy.runtime.feature_files import (
-    duplicate_ids,
     find_feature_files,
     load_features,
     video_id,
@@ -126,8 +125,6 @@ def test_find_files_folders_globs_and_missing(tmp_path):
     assert sorted(p.name for p in globbed) == ["b.npy", "c.npy", "x.npy"]
 
 
-def test_video_ids_and_duplicates(tmp_path):
+def test_video_ids(tmp_path):
     assert video_id(tmp_path / "video_test_0000004.npy") == "video_test_0000004"
     assert video_id("a/v.1.npz") == "v.1"
-    files = [tmp_path / "a" / "v.npy", tmp_path / "b" / "v.npz", tmp_path / "w.npy"]
-    assert duplicate_ids(files) == {files[1]: files[0]}

@@ -330,12 +330,23 @@ def test_results_json_format_and_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left
 
 
-def test_csv_round_trip_is_exact(tmp_path):
+def test_files_hold_tidy_numbers_and_every_video(tmp_path):
+    """Scores to 9 significant digits, times to the microsecond (never
+    `0.30000000000000004`); videos without detections and failed inputs are listed, and
+    reading the file back gives the detections alone."""
     dets = Detections.from_arrays(["a"], "v", [0], [1 / 3], [0.1 + 0.2], [math.pi])
-    dets.write(tmp_path / "r.csv")
-    assert (tmp_path / "r.csv").read_text().splitlines()[0] == "video,label,score,t_start,t_end"
-    back = read_results(tmp_path / "r.csv", ["a"])
-    assert back.score[0] == 1 / 3 and back.t_start[0] == 0.1 + 0.2 and back.t_end[0] == math.pi
+    context = {"videos": ["v", "empty"], "failed": [("bad.npy", "bad.npy: not a .npy file")]}
+    dets.write(tmp_path / "r.csv", **context)
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines == ["video,label,score,t_start,t_end,class_score,status", "v,a,0.333333333,0.3,3.141593,,ok",
+                     "empty,,,,,,none", "bad.npy,,,,,,failed: bad.npy: not a .npy file"]
+    dets.write(tmp_path / "r.json", **context)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["results"] == {"v": [{"label": "a", "score": 0.333333333, "segment": [0.3, 3.141593]}], "empty": []}
+    assert doc["failed"] == [{"input": "bad.npy", "reason": "bad.npy: not a .npy file"}]
+    for name in ("r.csv", "r.json"):
+        back = read_results(tmp_path / name, ["a"])
+        assert len(back) == 1 and back.score[0] == 0.333333333 and back.t_start[0] == 0.3
 
 
 @pytest.mark.parametrize("text,match", [

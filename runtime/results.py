@@ -1,0 +1,141 @@
+"""What a detection run returns: one `VideoResult` per input (detections, video-level
+class probabilities, status) in a `Results` list that writes the results files
+(`to_json`, `to_csv`: every processed video listed, failed inputs recorded) and makes a
+pandas table. `hamnet detect --out` and `Detector(...)(...)` write through here."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.runtime.fileio import atomic_write
+
+
+@dataclass
+class VideoResult:
+    """One input: `status` "ok" (it ran; `detections` may be empty) or "failed" (`error`
+    says why). `class_probs`: video-level probability of each class, in [0, 1]."""
+
+    video: str
+    status: str
+    detections: Detections
+    class_probs: dict[str, float] = field(default_factory=dict)
+    snippets: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The detections as dicts (label, score, start, end, class_score), best first."""
+        d = self.detections.sorted()
+        return [{"label": d.classes[c], "score": float(s), "start": float(a), "end": float(b),
+                 "class_score": self.class_probs.get(d.classes[c], float("nan"))}
+                for c, s, a, b in zip(d.label.tolist(), d.score.tolist(), d.t_start.tolist(), d.t_end.tolist(),
+                                      strict=True)]
+
+    def __repr__(self) -> str:
+        what = f"{len(self.detections)} detections" if self.ok else f"failed: {self.error}"
+        return f"VideoResult({self.video!r}, {what})"
+
+
+@dataclass
+class Results(Sequence[VideoResult]):
+    """Every input of a run, in order (the videos that ran, then those that failed)."""
+
+    classes: tuple[str, ...]
+    videos: list[VideoResult]
+    timing: dict[str, float] = field(default_factory=dict)
+    run: Any = field(default=None, repr=False)
+    """The `runtime.detect.DetectRun` behind it (model outputs, inference statistics)."""
+
+    @classmethod
+    def from_run(cls, run: Any, classes: Sequence[str]) -> Results:
+        """From a `runtime.detect.DetectRun`."""
+        classes = tuple(classes)
+        out = [VideoResult(v, "ok", run.detections.for_video(v),
+                           {c: float(p) for c, p in zip(classes, run.video_scores[v].tolist(), strict=True)},
+                           int(run.outputs[v][0].shape[0])) for v in run.videos]
+        out += [VideoResult(name, "failed", Detections.empty(classes), error=reason) for name, reason in run.failed]
+        timing = {"network_s": run.network_seconds, "postprocess_s": run.post_seconds, "seconds": run.seconds}
+        return cls(classes, out, timing, run)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.videos[index]
+
+    def __iter__(self) -> Iterator[VideoResult]:
+        return iter(self.videos)
+
+    @property
+    def detections(self) -> Detections:
+        """All detections of the videos that ran, in one table."""
+        return Detections.concatenate([r.detections for r in self.videos if r.ok], self.classes)
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        return [(r.video, r.error or "") for r in self.videos if not r.ok]
+
+    def _context(self) -> dict[str, Any]:
+        dets = self.detections
+        probs = {r.video: r.class_probs for r in self.videos if r.ok}
+        score = np.array([probs[v].get(self.classes[c], np.nan) for v, c in zip(dets.video.tolist(),
+                                                                                  dets.label.tolist(), strict=True)],
+                         dtype=np.float64)
+        return {"videos": [r.video for r in self.videos if r.ok], "failed": self.failed, "class_score": score}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ActivityNet results object, every processed video listed and failures
+        under "failed" (`Detections.to_results_json`)."""
+        return self.detections.to_results_json(**self._context())
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The results JSON as text; written atomically to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        if path is not None:
+            with atomic_write(path, "w") as handle:
+                handle.write(text)
+        return text
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """The results CSV as text (`Detections.to_csv`); written atomically to `path`."""
+        text = self.detections.to_csv(**self._context())
+        if path is not None:
+            with atomic_write(path, "w") as handle:
+                handle.write(text)
+        return text
+
+    def write(self, path: str | os.PathLike) -> None:
+        """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON)."""
+        if Path(path).suffix.lower() == ".csv":
+            self.to_csv(path)
+        else:
+            self.to_json(path)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per detection (video, label, score, start, end,
+        class_score); needs pandas (`pip install 'hamnet-deploy[pandas]'`)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ConfigError("Results.to_pandas needs pandas: pip install 'hamnet-deploy[pandas]' (or use "
+                              ".to_csv() / .to_json())") from None
+
+        rows = [{"video": r.video, **row} for r in self.videos if r.ok for row in r.rows()]
+        return pd.DataFrame(rows, columns=["video", "label", "score", "start", "end", "class_score"])
+
+    def __repr__(self) -> str:
+        bad = len(self.failed)
+        return (f"Results({len(self) - bad} videos, {len(self.detections)} detections"
+                + (f", {bad} failed" if bad else "") + ")")

@@ -1,0 +1,97 @@
+"""The Python API: `Detector` (the README's example, run as written), the results it
+returns and writes, and `hamnet detect` listing every video it processed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_D
+from tests.helpers import cli
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## Detection: `hamnet detect`"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs(built_bundle, tiny_data, tmp_path, monkeypatch):
+    shutil.copytree(built_bundle, tmp_path / "bundle")
+    shutil.copytree(tiny_data / "videos", tmp_path / "feats")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_readme_example(), "README.md", "exec"), scope)  # noqa: S102 - our own README
+    results = scope["results"]
+    videos = sorted(p.stem for p in (tmp_path / "feats").iterdir())
+    assert sorted(r.video for r in results) == videos and all(r.ok for r in results)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(doc["results"]) == videos
+
+
+def test_detector_on_files_arrays_and_bad_inputs(built_bundle, tiny_data):
+    from hamnet_deploy import Detector, Results
+    from hamnet_deploy.runtime.errors import ConfigError
+
+    files = sorted((tiny_data / "videos").iterdir())[:2]
+    rng = np.random.default_rng(0)
+    with Detector(built_bundle, device="cpu", class_threshold=0.0, max_detections=5) as det:
+        assert det.backend == "onnxruntime" and det.classes == json.loads(
+            (built_bundle / "manifest.json").read_text())["classes"]
+        results = det([*files, rng.standard_normal((40, TINY_D)).astype(np.float32), "missing.npy",
+                       {"narrow": np.zeros((5, 3), np.float32)}])
+        assert isinstance(results, Results) and len(results) == 5
+        ok = [r for r in results if r.ok]
+        assert [r.video for r in ok] == [files[0].stem, files[1].stem, "video_2"]
+        for r in ok:
+            assert 0 < len(r.detections) <= 5 * len(det.classes)  # max_detections per video
+            assert set(r.class_probs) == set(det.classes)
+            assert all(0.0 <= p <= 1.0 for p in r.class_probs.values()) and r.snippets > 0
+            top = r.rows()[0]
+            assert top["class_score"] == r.class_probs[top["label"]]
+        failed = dict(results.failed)
+        assert "no such file" in failed["missing.npy"]
+        assert f"video 'narrow': features are 3-D but {TINY_D}-D" in failed["narrow"]
+        # the same video through a file and as an array gives the same detections
+        again = det({"same": np.load(files[0])})[0]
+        assert np.array_equal(again.detections.score, results[0].detections.score)
+        assert results.timing["seconds"] > 0
+        frame = results.to_pandas()
+        assert list(frame.columns) == ["video", "label", "score", "start", "end", "class_score"]
+        assert len(frame) == len(results.detections)
+    with pytest.raises(ConfigError, match="nms"):
+        Detector(built_bundle, nms="sometimes")
+    with pytest.raises(ConfigError, match="is not a feature file"):
+        Detector(built_bundle)([3.5])
+
+
+def test_detect_lists_every_video_it_processed(built_bundle, tmp_path):
+    """24 videos at --class-threshold 0.99 (most find nothing): 24 entries in the JSON and
+    the CSV; a bad file is recorded in both."""
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        np.save(feats / f"v{i:02d}.npy", rng.standard_normal((int(rng.integers(5, 40)), TINY_D)).astype(np.float32))
+    (feats / "broken.npy").write_bytes(b"not a numpy file")
+    for name in ("r.json", "r.csv"):
+        out = tmp_path / name
+        result = cli("detect", feats, "--model", built_bundle, "--class-threshold", 0.99, "--out", out)
+        assert result.exit_code == 1, result.output  # the broken file
+        if name == "r.json":
+            doc = json.loads(out.read_text())
+            assert sorted(doc["results"]) == [f"v{i:02d}" for i in range(24)]
+            assert [f["input"] for f in doc["failed"]] == [str(feats / "broken.npy")]
+        else:
+            rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+            assert {r[0] for r in rows if r[-1] in ("ok", "none")} == {f"v{i:02d}" for i in range(24)}
+            assert [r[0] for r in rows if r[-1].startswith("failed: ")] == [str(feats / "broken.npy")]
+    assert os.path.getsize(tmp_path / "r.json") > 0
