@@ -37,14 +37,18 @@ class Detector:
         model: bundle folder or training run (default: $HAMNET_MODEL, else ./bundle).
         backend, device, threads: as `hamnet detect --backend/--device/--threads`.
         batch_size, max_t: windows per network call, chunk length (`--batch-size`, `--max-t`).
-        sets: post-processing `key=value` items, as `--set` (applied first).
+        preset: "released" (the bundle's settings: what evaluation uses) or "deploy" (hard
+            NMS, top 5 per class and 20 per video, no negative scores), as `--preset`.
+        conf: drop detections scoring below this (`--conf`).
+        sets: post-processing `key=value` items, as `--set` (after the preset).
         **settings: post-processing settings by name (`class_threshold=0.5`, `nms="hard"`,
             `max_detections=20`), as the options of the same name.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, backend: str = "auto", device: str = "auto",
                  threads: int | None = None, batch_size: int = 8, max_t: int | None = None,
-                 sets: Iterable[str] = (), ort_trt: Any = None, **settings: Any) -> None:
+                 preset: str = "released", conf: float | None = None, sets: Iterable[str] = (),
+                 ort_trt: Any = None, **settings: Any) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
         if max_t is not None and max_t < 1:
@@ -53,8 +57,8 @@ class Detector:
         self.batch_size, self.max_t = batch_size, max_t
         self.selection = select_runner(self.model, backend, device, threads=threads, ort_trt=ort_trt)
         try:
-            post = self.selection.info.postprocess.with_overrides(list(sets))
-            changes = {k: v for k, v in settings.items() if v is not None}
+            post = self.selection.info.postprocess.preset(preset).with_overrides(list(sets))
+            changes = {k: v for k, v in {**settings, "min_score": conf}.items() if v is not None}
             self.post = post.replace(**changes) if changes else post
         except Exception:
             self.close()

@@ -22,7 +22,7 @@ import numpy as np
 
 from hamnet_deploy.runtime.coerce import positive_finite
 from hamnet_deploy.runtime.detections import Detections
-from hamnet_deploy.runtime.errors import DataError
+from hamnet_deploy.runtime.errors import ConfigError, DataError
 from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
 from hamnet_deploy.runtime.proposals import contrast_scores_many, find_runs
 from hamnet_deploy.runtime.settings import Settings, option, show
@@ -68,6 +68,11 @@ class PostprocessConfig(Settings):
     """Released-code compatibility: segment length `end - start + 1` (seconds + 1) in NMS."""
     max_detections: int | None = option(None, ge=1)
     """Keep at most this many detections per video (highest scores); None keeps all."""
+    max_per_class: int | None = option(None, ge=1)
+    """Keep at most this many detections per class in a video; None keeps all."""
+    min_score: float | None = None
+    """Drop detections whose final score is below this (`--conf`); None keeps all (the
+    released code keeps every detection, down to scores near 0)."""
     snippet_seconds: float = option(0.64, gt=0.0)
     """Seconds per snippet (16 frames at 25 fps): start = i * this, end = (j + 1) * this."""
     attention_source: Literal["attention", "cas"] = "attention"
@@ -85,6 +90,21 @@ class PostprocessConfig(Settings):
     def activitynet(cls, **overrides: Any) -> PostprocessConfig:
         """The released code's ActivityNet1.2 settings: top-k ratio 20."""
         return cls(**{"topk_ratio": 20.0, **overrides})
+
+    def preset(self, name: str) -> PostprocessConfig:
+        """`released`: these settings as they are (what evaluation and the paper use);
+        `deploy`: the same scores with hard NMS, at most 5 detections per class and 20 per
+        video, none below score 0 - a short list a pipeline can act on."""
+        if name not in PRESETS:
+            raise ConfigError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}")
+        return self.replace(**PRESETS[name]) if PRESETS[name] else self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "released": {},
+    "deploy": {"nms": "hard", "nms_iou": 0.5, "max_per_class": 5, "max_detections": 20, "min_score": 0.0},
+}
+"""Post-processing presets (`hamnet detect --preset`, `Detector(preset=...)`)."""
 
 
 def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +232,7 @@ def localize_many(videos: Iterable[Sequence[Any]], config: PostprocessConfig | N
         scores = np.where(keep, scores, -np.inf)
     part, label, score, col = _ranked(scores, labels, vid, len(todo))
     video_index = np.array([v.index for v in todo], dtype=np.int64).take(part)
-    cols = _trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config.max_detections)
+    cols = _trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config)
     video_index, label, score, t_start, t_end = cols
     return Detections.from_arrays(names, np.array(ids, dtype=object).take(video_index), label, score, t_start, t_end)
 
@@ -311,9 +331,10 @@ def _ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos:
 
 
 def _trim(video_index: np.ndarray, label: np.ndarray, score: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
-          durations: np.ndarray, max_detections: int | None):
-    """Clip times to [0, duration], drop what the clipping empties, keep the top N per
-    video (by score; ties: earlier in the output) in output order."""
+          durations: np.ndarray, config: PostprocessConfig):
+    """Clip times to [0, duration], drop what the clipping empties and what scores below
+    `min_score`, keep the top N per class and per video (by score; ties: earlier in the
+    output) in output order."""
     cols = (video_index, label, score, t_start, t_end)
     limit = durations.take(video_index)
     if np.isfinite(limit).any():
@@ -322,11 +343,25 @@ def _trim(video_index: np.ndarray, label: np.ndarray, score: np.ndarray, t_start
         ok = t_end > t_start
         if not ok.all():
             cols = tuple(x[ok] for x in cols)
-    if max_detections is not None and cols[2].size > max_detections:
-        video_index, score = cols[0], cols[2]
-        position = np.arange(score.size)
-        by_score = np.lexsort((position, -score, video_index))
-        first = np.searchsorted(video_index[by_score], video_index[by_score], side="left")
-        chosen = np.sort(by_score[(position - first) < max_detections])
-        cols = tuple(x[chosen] for x in cols)
+    if config.min_score is not None:
+        ok = cols[2] >= config.min_score
+        cols = tuple(x[ok] for x in cols)
+    if config.max_per_class is not None:
+        num_classes = int(cols[1].max()) + 1 if cols[1].size else 1
+        cols = _top_n(cols, cols[0] * num_classes + cols[1], config.max_per_class)
+    if config.max_detections is not None:
+        cols = _top_n(cols, cols[0], config.max_detections)
     return cols
+
+
+def _top_n(cols: tuple, group: np.ndarray, n: int) -> tuple:
+    """The `n` best-scored rows of each `group` (ties: earlier first), in output order."""
+    score = cols[2]
+    if score.size <= n:
+        return cols
+    position = np.arange(score.size)
+    by_score = np.lexsort((position, -score, group))
+    ranked = group[by_score]
+    first = np.searchsorted(ranked, ranked, side="left")
+    chosen = np.sort(by_score[(np.arange(score.size) - first) < n])
+    return tuple(x[chosen] for x in cols)

@@ -116,6 +116,22 @@ class Results(Sequence[VideoResult]):
                 handle.write(text)
         return text
 
+    def to_classification(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Video-level classification in the ActivityNet classification format
+        (`{"results": {video: [{"label", "score"}, ...]}}`, classes by descending
+        probability); written atomically to `path` when given."""
+        results = {r.video: [{"label": c, "score": float(f"{p:.9g}")}
+                             for c, p in sorted(r.class_probs.items(), key=lambda kv: -kv[1])]
+                   for r in self.videos if r.ok}
+        doc: dict[str, Any] = {"version": "VERSION 1.3", "results": results,
+                               "external_data": {"used": False, "details": "hamnet-deploy"}}
+        if self.failed:
+            doc["failed"] = [{"input": name, "reason": reason} for name, reason in self.failed]
+        if path is not None:
+            with atomic_write(path, "w") as handle:
+                handle.write(json.dumps(doc, indent=1) + "\n")
+        return doc
+
     def write(self, path: str | os.PathLike) -> None:
         """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON)."""
         if Path(path).suffix.lower() == ".csv":

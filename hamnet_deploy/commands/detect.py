@@ -118,6 +118,7 @@ def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, row
 def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device: str, batch_size: int,
                max_t: int | None, threads: int | None, post_sets: Sequence[str], post_flags: dict[str, Any],
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
+               classes_out: Path | None = None,
                recursive: bool, fp16: bool, force: bool = False) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
     from hamnet_deploy.runtime.backends.select import resolve_model
@@ -160,6 +161,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
             raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders or globs")
         inputs = [annotations, model_path, *files]
         check_output(out, "--out", inputs, force)
+        check_output(classes_out, "--out-classes", inputs, force)
         if plot is not None:
             check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files])
         selection, info, post = detector.selection, detector.info, detector.post
@@ -188,6 +190,9 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         results.write(out)
         extra = f", {len(failed)} failed inputs recorded" if failed else ""
         console.print(f"wrote {p(out)} ({len(order)} videos, {len(dets)} detections{extra})", highlight=False)
+    if classes_out is not None:
+        results.to_classification(classes_out)
+        console.print(f"wrote {p(classes_out)} (class probabilities of {len(order)} videos)", highlight=False)
     if plot is not None and order:
         _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
     for _name, reason in failed:
@@ -236,10 +241,16 @@ def detect_command(
                                           "is at least this (bundle default: 0.2)."),
     nms: str = typer.Option(None, "--nms", help="soft (Gaussian soft-NMS), hard, or none (bundle default: soft)."),
     max_detections: int = typer.Option(None, "--max-detections", help="Keep the N best detections per video."),
+    preset: str = typer.Option("released", "--preset", help="Post-processing: released (the bundle's settings, "
+                               "what evaluation and the paper use) or deploy (hard NMS, top 5 per class and 20 per "
+                               "video, no negative scores: a short list for pipelines)."),
+    conf: float = typer.Option(None, "--conf", help="Drop detections scoring below this (after NMS)."),
     sets: list[str] = typer.Option([], "--set", help="Any post-processing setting, key=value (e.g. nms_sigma=0.5, "
                                    "action_thresholds=0.1,0.3,0.5); repeatable."),
     out: Path = typer.Option(None, "--out", "-o", help="Write detections: .json (ActivityNet results format) or "
                              ".csv, atomically."),
+    classes_out: Path = typer.Option(None, "--out-classes", help="Also write video-level class probabilities "
+                                     "(ActivityNet classification format, .json)."),
     plot: Path = typer.Option(None, "--plot", help="Write one PNG per video here: attention, CAS of the detected "
                               "classes, detections (and ground truth with --annotations). Needs matplotlib."),
     annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth (annotation JSON or W-TALC "
@@ -255,8 +266,9 @@ def detect_command(
     """Detect actions in feature files with an exported bundle (no PyTorch needed)."""
     code = run_detect(paths, model=model, backend=backend, device=device, batch_size=batch_size, max_t=max_t,
                       threads=threads, post_sets=sets,
-                      post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections},
-                      out=out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
+                      post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections,
+                                  "preset": preset, "conf": conf},
+                      out=out, classes_out=classes_out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
                       recursive=recursive, fp16=fp16, force=force)
     if code:
         raise typer.Exit(code)

@@ -95,3 +95,43 @@ def test_detect_lists_every_video_it_processed(built_bundle, tmp_path):
             assert {r[0] for r in rows if r[-1] in ("ok", "none")} == {f"v{i:02d}" for i in range(24)}
             assert [r[0] for r in rows if r[-1].startswith("failed: ")] == [str(feats / "broken.npy")]
     assert os.path.getsize(tmp_path / "r.json") > 0
+
+
+def test_conf_and_the_deploy_preset(built_bundle, tiny_data, tmp_path):
+    """`--conf` keeps exactly the released detections scoring at least that; `deploy`
+    gives hard-NMS lists of at most 5 per class and 20 per video, none negative; the
+    classification file holds each video's class probabilities."""
+    from hamnet_deploy import Detector
+
+    videos = tiny_data / "videos"
+    with Detector(built_bundle, class_threshold=0.0) as det:
+        released = det([videos])
+    with Detector(built_bundle, class_threshold=0.0, conf=0.5) as det:
+        confident = det([videos])
+    for a, b in zip(released, confident, strict=True):
+        keep = a.detections.score >= 0.5
+        assert np.array_equal(a.detections.score[keep], b.detections.score)
+        assert np.array_equal(a.detections.t_start[keep], b.detections.t_start)
+    with Detector(built_bundle, class_threshold=0.0, preset="deploy") as det:
+        deployed = det([videos])
+    assert len(deployed.detections) < len(released.detections)
+    for r in deployed:
+        d = r.detections
+        assert len(d) <= 20 and (d.score >= 0).all()
+        for c in range(len(d.classes)):
+            mine = d.select(d.label == c)
+            assert len(mine) <= 5
+            s, e = mine.t_start, mine.t_end
+            inter = np.clip(np.minimum(e[:, None], e[None]) - np.maximum(s[:, None], s[None]), 0, None)
+            iou = inter / (e - s)[:, None].__add__((e - s)[None]).__sub__(inter)
+            np.fill_diagonal(iou, 0)
+            assert (iou < 0.5 + 1e-9).all()  # hard NMS
+    out = tmp_path / "classes.json"
+    result = cli("detect", videos, "--model", built_bundle, "--preset", "deploy", "--conf", 0.1, "--out-classes", out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())["results"]
+    assert sorted(doc) == sorted(r.video for r in released)
+    first = released[0]
+    assert {e["label"]: e["score"] for e in doc[first.video]} == pytest.approx(first.class_probs, abs=1e-8)
+    one = cli("detect", videos, "--model", built_bundle, "--preset", "fast")
+    assert one.exit_code == 2 and "--preset 'fast': choose one of released, deploy" in one.output
