@@ -19,6 +19,25 @@ _TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu
                       "tensorrt-bindings", "tensorrt-lean", "tensorrt-dispatch")
 
 
+def parse_device(text: str, option: str = "--device") -> tuple[str, int | None]:
+    """`--device` text -> (auto | cpu | cuda | mps, GPU index or None): `cuda:N` and a bare
+    `N` name CUDA GPU N (of those visible). `tensorrt` is a backend, not a device."""
+    raw = str(text).strip().lower()
+    if raw in ("auto", "cpu", "cuda", "mps"):
+        return raw, None
+    if raw == "tensorrt":
+        from hamnet_deploy.runtime.errors import ConfigError
+
+        raise ConfigError(f"{option} tensorrt: TensorRT is a backend, not a device: use --backend tensorrt (its "
+                          "engines) or --backend onnxruntime-tensorrt (ONNX Runtime's TensorRT provider)")
+    index = raw[5:] if raw.startswith("cuda:") else raw
+    if index.isdigit() and len(index) < 4:
+        return "cuda", int(index)
+    from hamnet_deploy.runtime.errors import ConfigError
+
+    raise ConfigError(f"{option} {text!r}: choose auto, cpu, cuda, cuda:N or N (a GPU index)")
+
+
 def tensorrt_distribution() -> tuple[str, str] | None:
     """(distribution name, version) of the installed TensorRT Python package, from its
     metadata (nothing is loaded); None when there is none (or no metadata: JetPack)."""

@@ -18,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.runtime.devices import parse_device
+from hamnet_deploy.runtime.errors import ConfigError, HamnetError
 from hamnet_deploy.runtime.settings import Invalid, Settings, option, suggest
 
 LOSS_TERMS = ("bcl", "sal", "ssal", "hal", "sparsity", "guide")
@@ -295,8 +296,10 @@ class TrainConfig(Settings):
         if not any(getattr(self.effective_loss(), f"use_{t}") for t in LOSS_TERMS):
             raise Invalid("loss", problem="every loss term is switched off: switch at least one loss.use_* on")
         dev = self.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise Invalid("device", dev, "use auto, cpu, cuda, cuda:N or mps")
+        try:
+            parse_device(dev)
+        except HamnetError:
+            raise Invalid("device", dev, "use auto, cpu, cuda, cuda:N, N (a GPU index) or mps") from None
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig}

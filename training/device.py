@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hamnet_deploy.runtime.devices import parse_device
 from hamnet_deploy.runtime.errors import ConfigError
 
 
@@ -16,7 +17,10 @@ def select_device(name: str = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    kind, index = parse_device(name, "device=")
+    if kind == "auto":
+        return select_device("auto")
+    device = torch.device(kind, index) if index is not None else torch.device(kind)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name}: CUDA is not available here; use --device cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -27,11 +27,11 @@ def _parse_ints(text: str, what: str) -> list[int]:
 def bench_command(
     model: Path = typer.Option(None, "--model", "-m", help="Bundle folder (default: $HAMNET_MODEL, else ./bundle)."),
     t_values: str = typer.Option("64,339,2615", "--t", help="Video lengths in snippets, comma-separated."),
-    batch: int = typer.Option(1, "--batch", help="Videos per call."),
+    batch: int = typer.Option(1, "--batch-size", "--batch", help="Videos per call (--batch: its old name)."),
     repeats: int = typer.Option(20, "--repeats", help="Timed runs per case (median reported)."),
     backends: str = typer.Option("all", "--backends", help="all (every backend of the table that runs the "
                                  "model here) or a comma-separated list of: " + ", ".join(backend_names())),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or N (a GPU index)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: all usable cores)."),
 ) -> None:
     """Time each available backend at several T: latency, snippets/s, GFLOP/s."""
@@ -39,10 +39,12 @@ def bench_command(
     from hamnet_deploy.runtime.backends.select import is_checkpoint, resolve_model, select_runner
     from hamnet_deploy.runtime.benchmark import flops_per_snippet, time_runner
     from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.devices import parse_device
 
+    parse_device(device)  # a bad --device is one error, not one skip per backend
     ts = _parse_ints(t_values, "t")
     if batch < 1 or repeats < 1:
-        raise ConfigError("--batch and --repeats must be >= 1")
+        raise ConfigError("--batch-size and --repeats must be >= 1")
     path = resolve_model(model)
     kinds = {"checkpoint"} if is_checkpoint(path) else {"engine", "onnx", "onnx_int8"}
     runs_it = [b.name for b in registry.backends() if b.model in kinds]
@@ -80,6 +82,8 @@ def bench_command(
                 table.add_row(p(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
                               f"{timing.snippets_per_s:,.0f}", f"{timing.gflops(flops):.1f}")
             table.add_section()
+    if not table.row_count:
+        raise ConfigError(f"no backend could run {path} with --device {device}: " + "; ".join(skipped))
     console.print(table)
     for line in skipped:
         console.print(f"[dim]skipped {p(line)}[/]", highlight=False)

@@ -140,7 +140,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     gt = _ground_truth(annotations)
     model_path = resolve_model(model)
     ort_trt = None
-    if device == "tensorrt" or backend == "onnxruntime-tensorrt":
+    if backend == "onnxruntime-tensorrt":
         from hamnet_deploy.runtime.backends.onnxruntime import OrtTensorRTOptions
         from hamnet_deploy.runtime.profile import Profile
 
@@ -229,8 +229,7 @@ def detect_command(
                                "$HAMNET_MODEL, else ./bundle), or a training run folder (runs with PyTorch)."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto (TensorRT engine matching this GPU > ONNX "
                                 "Runtime CUDA > ONNX Runtime CPU) or one of: " + ", ".join(backend_names()) + "."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (tensorrt: the old spelling of "
-                               "--backend onnxruntime-tensorrt)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or N (a GPU index)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per network call (videos of equal length, "
                                    "or chunks of long ones)."),
     max_t: int = typer.Option(None, "--max-t", help="Chunk length: longer videos run in overlapping chunks with "
@@ -258,7 +257,7 @@ def detect_command(
     cas_mode: str = typer.Option("softmax", "--plot-cas", help="CAS in plots: softmax (foreground probability) "
                                  "or sigmoid."),
     rows: int = typer.Option(30, "--rows", help="Table rows to print (0: all)."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also read feature files in sub-folders."),
+    recursive: bool = typer.Option(False, "--recursive", help="Also read feature files in sub-folders."),
     fp16: bool = typer.Option(False, "--fp16", help="With --backend onnxruntime-tensorrt: let ONNX Runtime's "
                               "TensorRT provider run in FP16."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing --out file or --plot images."),

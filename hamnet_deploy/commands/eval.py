@@ -107,9 +107,10 @@ def register(app: typer.Typer) -> None:
             "--thresholds", help="tIoU thresholds: thumos (0.1:0.1:0.7), activitynet (0.5:0.05:0.95) or "
                                  "a list like 0.3,0.5,0.7.")] = "thumos",
         per_class: Annotated[bool, typer.Option("--per-class", help="Add one row of AP per class.")] = False,
-        json_out: Annotated[Path | None, typer.Option(
-            "--json", help="Also write the result (mAP per threshold, per-class AP, settings) as JSON.")] = None,
-        force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing --json file.")] = False,
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Also write the result (mAP per threshold, per-class AP, settings) as JSON.")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", hidden=True, help="Old name of --out.")] = None,
+        force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing --out file.")] = False,
     ) -> None:
         """Score detections against ground truth: mAP per tIoU threshold and their average."""
         from hamnet_deploy.runtime.evaluation import (
@@ -119,7 +120,11 @@ def register(app: typer.Typer) -> None:
         )
         from hamnet_deploy.runtime.fileio import check_output, write_json_atomic
 
-        check_output(json_out, "--json", [predictions, annotations, data, exclude_file, ambiguous], force)
+        if out is not None and json_out is not None:
+            raise ConfigError("--json is the old name of --out: give one of them")
+        option = "--json" if json_out is not None else "--out"
+        json_out = json_out if json_out is not None else out
+        check_output(json_out, option, [predictions, annotations, data, exclude_file, ambiguous], force)
         tiou = parse_thresholds(thresholds)
         if not predictions.exists():
             raise DataError(f"{predictions}: not found; give a results JSON/CSV file or a checkpoint folder")

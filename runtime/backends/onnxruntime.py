@@ -121,8 +121,10 @@ def available_providers() -> list[str]:
 
 
 def provider_list(device: str, available: Sequence[str], input_name: str, dim: int | None,
-                  trt: OrtTensorRTOptions | None = None, ort_version: str | None = None) -> list[Any]:
-    """Providers for `device` (cpu, cuda, tensorrt), in ONNX Runtime's form, CPU last.
+                  trt: OrtTensorRTOptions | None = None, ort_version: str | None = None,
+                  gpu: int | None = None) -> list[Any]:
+    """Providers for `device` (cpu, cuda, tensorrt), in ONNX Runtime's form, CPU last;
+    `gpu`: the CUDA device index (`device_id`), None for the first.
 
     Raises BackendUnavailable when the device's provider is not in `available`.
     """
@@ -134,7 +136,7 @@ def provider_list(device: str, available: Sequence[str], input_name: str, dim: i
         if CUDA not in available:
             raise BackendUnavailable(f"ONNX Runtime has no CUDA provider here (available: "
                                      f"{', '.join(available) or 'none'}); {GPU_PACKAGE_HINT}")
-        return [CUDA, CPU]
+        return [(CUDA, {"device_id": str(gpu)}) if gpu is not None else CUDA, CPU]
     if TRT not in available:
         raise BackendUnavailable(f"ONNX Runtime has no TensorRT provider here (available: "
                                  f"{', '.join(available) or 'none'}); {GPU_PACKAGE_HINT} and TensorRT")
@@ -142,7 +144,10 @@ def provider_list(device: str, available: Sequence[str], input_name: str, dim: i
         raise BundleError("the TensorRT provider needs the model's feature dimension for its profile; "
                           "re-export the bundle")
     opts = (trt or OrtTensorRTOptions()).provider_options(input_name, dim, ort_version)
-    return [(TRT, opts)] + ([CUDA] if CUDA in available else []) + [CPU]
+    if gpu is not None:
+        opts["device_id"] = str(gpu)
+    cuda = [(CUDA, {"device_id": str(gpu)}) if gpu is not None else CUDA] if CUDA in available else []
+    return [(TRT, opts), *cuda, CPU]
 
 
 def _spec(entry: Any, side: str) -> list[Any]:
@@ -177,7 +182,7 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def __init__(self, model_path: str | os.PathLike, manifest_entry: Any = None, *, device: str = "cpu",
                  threads: int | None = None, trt: OrtTensorRTOptions | None = None,
-                 feature_dim: int | None = None, verify: bool = True) -> None:
+                 feature_dim: int | None = None, verify: bool = True, gpu: int | None = None) -> None:
         super().__init__()
         if device not in DEVICES:
             raise ConfigError(f"ONNX Runtime device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -189,6 +194,7 @@ class OnnxRuntimeRunner(BaseRunner):
         self.threads = int(threads) if threads else usable_cores()
         self.trt = trt or OrtTensorRTOptions()
         self.verify = verify
+        self.gpu = gpu
         inputs = _spec(manifest_entry, "inputs")
         self.input_name: str | None = str(_field(inputs[0], "name")) if inputs else None
         dim = feature_dim
@@ -228,7 +234,7 @@ class OnnxRuntimeRunner(BaseRunner):
                               "modified or damaged; re-export the bundle")
         available = list(ort.get_available_providers())
         providers = provider_list(self.device, available, self.input_name or "features", self.input_dim,
-                                  self.trt, getattr(ort, "__version__", None))
+                                  self.trt, getattr(ort, "__version__", None), self.gpu)
         if self.device == "tensorrt":
             if self.trt.cache_path:
                 Path(self.trt.cache_path).mkdir(parents=True, exist_ok=True)

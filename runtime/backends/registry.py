@@ -42,6 +42,8 @@ class RunOptions:
     threads: int | None = None
     ort_trt: Any = None
     verify: bool = False
+    gpu: int | None = None
+    """The CUDA GPU to run on (`--device cuda:N`); None: the first visible one."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ def _create_tensorrt(bundle: Any, device: str, options: RunOptions, env: Environ
         raise BundleError(f"no engine of {bundle.path} runs here{more}: {why}")
     reason = (f"engine {entry.file} ({entry.precision}) matches {gpu['name']} "
               f"({sm_name(gpu['compute_capability'])}) and TensorRT {env.tensorrt}")
+    if options.gpu not in (None, 0):
+        raise BackendUnavailable(f"the TensorRT backend runs on the first visible GPU; for GPU {options.gpu} set "
+                                 f"CUDA_VISIBLE_DEVICES={options.gpu} (and --device cuda)")
     return TensorRTRunner(bundle.engine_path(entry), entry, verify=options.verify), reason
 
 
@@ -150,7 +155,8 @@ def _ort_factory(kind: str, provider_device: str | None = None) -> Callable[...,
         where = provider_device or device
         label = {"cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT provider"}[where]
         runner = OnnxRuntimeRunner(bundle.model_path(kind), entry, device=where, threads=options.threads,
-                                   trt=options.ort_trt, feature_dim=bundle.feature_dim, verify=options.verify)
+                                   trt=options.ort_trt, feature_dim=bundle.feature_dim, verify=options.verify,
+                                   gpu=options.gpu)
         return runner, f"ONNX Runtime {label}, {entry.file} ({entry.precision})"
 
     return create

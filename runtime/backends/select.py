@@ -24,6 +24,7 @@ from typing import Any
 from hamnet_deploy.runtime.backends import registry
 from hamnet_deploy.runtime.backends.registry import Backend, RunOptions
 from hamnet_deploy.runtime.bundle import Bundle, load_bundle
+from hamnet_deploy.runtime.devices import parse_device
 from hamnet_deploy.runtime.environment import Environment
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError, HamnetError
 from hamnet_deploy.runtime.manifest import MANIFEST
@@ -152,8 +153,7 @@ def select_runner(model: str | os.PathLike, backend: str = "auto", device: str =
 
     Args:
         backend: `auto` or a name of the backend table (`registry.names()`).
-        device: auto, cpu or cuda (`tensorrt`: the old spelling of backend
-            onnxruntime-tensorrt).
+        device: auto, cpu, cuda, cuda:N or N (`runtime.devices.parse_device`).
         threads: CPU threads (ONNX Runtime intra-op, PyTorch).
         ort_trt: `OrtTensorRTOptions` for onnxruntime-tensorrt.
         verify: check the bundle's checksums once (runners then skip their own check).
@@ -163,15 +163,14 @@ def select_runner(model: str | os.PathLike, backend: str = "auto", device: str =
     """
     if backend != "auto":
         registry.get(backend)  # ConfigError listing the choices
-    if device == "tensorrt":
-        if backend not in ("auto", "onnxruntime", "onnxruntime-tensorrt"):
-            raise ConfigError(f"--device tensorrt is ONNX Runtime's TensorRT provider; use --backend "
-                              f"onnxruntime-tensorrt, not {backend}")
-        backend, device = "onnxruntime-tensorrt", "cuda"
+    device, gpu = parse_device(device)
     if device not in DEVICES:
-        raise ConfigError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise ConfigError(f"--device {device!r}: choose one of auto, cpu, cuda, cuda:N or N")
     env = env or Environment.current()
-    options = RunOptions(threads=threads, ort_trt=ort_trt)
+    if gpu is not None and env.gpus and gpu >= len(env.gpus):
+        raise ConfigError(f"--device cuda:{gpu}: this machine has {len(env.gpus)} visible GPU(s) (0.."
+                          f"{len(env.gpus) - 1}); check nvidia-smi and CUDA_VISIBLE_DEVICES")
+    options = RunOptions(threads=threads, ort_trt=ort_trt, gpu=gpu)
     model = Path(model)
     if is_checkpoint(model):
         return _checkpoint(model, backend, device, options, env)

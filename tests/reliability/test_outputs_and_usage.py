@@ -26,9 +26,10 @@ def test_every_command_treats_an_existing_output_the_same_way(built_bundle, tiny
     assert out.read_text().startswith("video")
     report = tmp_path / "eval.json"
     report.write_text("mine\n")
-    one_line_error(cli("eval", out, "-a", tiny_data, "--json", report), "--json")
+    one_line_error(cli("eval", out, "-a", tiny_data, "--out", report), "--out")
     assert report.read_text() == "mine\n"
-    assert cli("eval", out, "-a", tiny_data, "--json", report, "-f").exit_code == 0
+    assert cli("eval", out, "-a", tiny_data, "--out", report, "-f").exit_code == 0
+    one_line_error(cli("eval", out, "-a", tiny_data, "--json", report), "--json")  # its old name, same rule
     assert "average_mAP" in json.loads(report.read_text())
     plots = tmp_path / "plots"
     plots.mkdir()
