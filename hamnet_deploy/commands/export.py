@@ -133,7 +133,7 @@ def export_command(
 
         with RichReporter(console) as report:
             update_bundle(checkpoint, options, report=report)
-        console.print(f"next: hamnet detect FEATURES --model {p(checkpoint)}", soft_wrap=True, highlight=False)
+        console.print(f"next: {_detect_hint(checkpoint)}", soft_wrap=True, highlight=False)
         return
     if not checkpoint.exists():
         raise ConfigError(f"{checkpoint}: checkpoint not found; pass a run folder from hamnet train or its "
@@ -144,11 +144,26 @@ def export_command(
 
     with RichReporter(console) as report:
         outcome = run_export(checkpoint, out, options, report=report)
-    console.print(f"next: hamnet detect FEATURES --model {p(outcome.bundle)}", soft_wrap=True, highlight=False)
+    console.print(f"next: {_detect_hint(outcome.bundle)}", soft_wrap=True, highlight=False)
     if outcome.trt_error:
         err_console.print(f"[bold red]error:[/] {p(outcome.trt_error)} (bundle without engines: "
                           f"{p(outcome.bundle)})", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+
+
+def _detect_hint(bundle: Path) -> str:
+    """A `hamnet detect` command that runs: on the per-video features of the dataset the
+    model was trained on when they are still there, else on the user's feature files."""
+    from hamnet_deploy.runtime.bundle import load_bundle
+
+    try:
+        data = load_bundle(bundle, verify=False).manifest.config.get("data", {}).get("path")
+    except Exception:  # the hint is a courtesy: never fail an export over it
+        data = None
+    videos = Path(data) / "videos" if isinstance(data, str) and data else None
+    if videos is not None and videos.is_dir():
+        return f"hamnet detect {p(videos)} --model {p(bundle)}"
+    return f"hamnet detect FEATURES.npy --model {p(bundle)}  (FEATURES.npy: your T x D feature files)"
 
 
 def register(app: typer.Typer) -> None:

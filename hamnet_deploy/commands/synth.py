@@ -89,4 +89,4 @@ def register(app: typer.Typer) -> None:
             f"{st['instances']:,} instances, foreground {100 * st['foreground_fraction']:.1f} %, "
             f"{gb:.2f} GB in {seconds:.1f} s -> {p(out)}" + (f" (W-TALC layout in {p(out / 'wtalc')})" if wtalc else ""),
             highlight=False, soft_wrap=True)
-        console.print(f"next: hamnet train {p(out)}", highlight=False, soft_wrap=True)
+        console.print(f"next: hamnet train --data {p(out)}", highlight=False, soft_wrap=True)
