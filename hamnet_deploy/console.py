@@ -84,6 +84,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = console.quiet  # -q / --json quiet the console for one command only
         try:
             return func(*args, **kwargs)
         except HamnetError as exc:
@@ -102,6 +103,8 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt as exc:
             err_console.print(f"[yellow]{stop_word(exc)}[/]; nothing half-written was left behind")
             raise typer.Exit(stop_code(exc)) from None
+        finally:
+            console.quiet = quiet
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,9 +1,11 @@
 """Events of the layers below (`runtime.events`) drawn on the terminal: progress bars for
-long jobs, a spinner per stage, tables for results. One reporter serves train and
-export; a command passes it as `report=`."""
+long jobs, a spinner per stage, tables for results (`RichReporter`), or written as JSON
+lines (`--json`: `JsonReporter`). `output_mode` picks one for a command and quiets the
+console for `-q`/`--json`."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,15 +20,18 @@ class RichReporter:
     """Shows events on `console`; `progress=False` (no terminal, `-q`) keeps only the
     results and notes."""
 
-    def __init__(self, console: Console, progress: bool = True) -> None:
+    def __init__(self, console: Console, progress: bool = True, brief: bool = False) -> None:
         self.console = console
         self.progress = progress and console.is_terminal
+        self.brief = brief  # -q: no per-epoch lines or result tables, only notes and warnings
         self._bar: Progress | None = None
         self._task: Any = None
         self._status: Any = None
         self._started: dict[str, float] = {}
 
     def __call__(self, event: Event) -> None:
+        if self.brief and event.kind in ("progress", "result"):
+            return
         handler = getattr(self, "_" + event.name.replace(".", "_"), None)
         if handler is not None:
             handler(event)
@@ -122,3 +127,73 @@ class RichReporter:
 
     def _export_bundle(self, event: Event) -> None:
         self.out.print(display.files_table(event.data["bundle"]))
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe form of an event's data: `to_dict()`, dataclasses, paths, arrays."""
+    import dataclasses
+    from pathlib import PurePath
+
+    import numpy as np
+
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(record: dict[str, Any]) -> None:
+    """One JSON object on its own line on stdout (the `--json` log)."""
+    import json
+    import sys
+
+    plain = json.loads(json.dumps(record, default=_plain))  # NaN/Infinity become null below
+    sys.stdout.write(json.dumps(_finite(plain), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+class JsonReporter:
+    """`--json`: every event as one JSON line on stdout (`{"event", "kind", "message",
+    ...data}`); progress events of training only once per epoch."""
+
+    def __call__(self, event: Event) -> None:
+        if event.name == "train.step":
+            return
+        json_line({"event": event.name, "kind": event.kind, "message": event.message, **dict(event.data)})
+
+    def close(self) -> None:
+        """Nothing to stop (the same life cycle as RichReporter)."""
+
+    def __enter__(self) -> JsonReporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def make_reporter(console: Console, quiet: bool = False, as_json: bool = False) -> Any:
+    """The reporter of a long command, and its output mode: `-q` keeps the command's own
+    lines (what runs, what was written, warnings) and drops progress bars, per-epoch
+    lines and result tables; `--json` makes stdout JSON lines only (the console is
+    quieted; `handle_errors` restores it when the command ends)."""
+    if as_json:
+        console.quiet = True
+        return JsonReporter()
+    return RichReporter(console, progress=not quiet, brief=quiet)

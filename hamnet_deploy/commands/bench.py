@@ -10,6 +10,7 @@ from rich.table import Table
 
 from hamnet_deploy.console import backend_names, console, handle_errors
 from hamnet_deploy.display import p
+from hamnet_deploy.reporting import json_line
 from hamnet_deploy.runtime.errors import ConfigError, HamnetError
 
 
@@ -33,6 +34,8 @@ def bench_command(
                                  "model here) or a comma-separated list of: " + ", ".join(backend_names())),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or N (a GPU index)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: all usable cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per timed case on stdout, nothing else."),
 ) -> None:
     """Time each available backend at several T: latency, snippets/s, GFLOP/s."""
     from hamnet_deploy.runtime.backends import registry
@@ -42,6 +45,8 @@ def bench_command(
     from hamnet_deploy.runtime.devices import parse_device
 
     parse_device(device)  # a bad --device is one error, not one skip per backend
+    if as_json:
+        console.quiet = True
     ts = _parse_ints(t_values, "t")
     if batch < 1 or repeats < 1:
         raise ConfigError("--batch-size and --repeats must be >= 1")
@@ -59,7 +64,8 @@ def bench_command(
         dim, classes = bundle.feature_dim, bundle.num_classes
         attention = int(bundle.manifest.config.get("model", {}).get("attention_dim", 512))
     flops = flops_per_snippet(dim, classes, attention)
-    console.print(f"[bold]model[/] {p(path)}: D = {dim}, {classes} classes, "
+    if not quiet:
+        console.print(f"[bold]model[/] {p(path)}: D = {dim}, {classes} classes, "
                   f"{flops / 1e6:.1f} MFLOP per snippet; batch {batch}, median of {repeats}", highlight=False)
     table = Table(title="inference speed", title_justify="left")
     for col in ("backend", "T", "median ms", "p90 ms", "snippets/s", "GFLOP/s"):
@@ -79,13 +85,17 @@ def bench_command(
                     skipped.append(f"{name} at T = {t}: above the engine profile's max T {max_t}")
                     continue
                 timing = time_runner(runner, name, batch, t, dim, repeats)
+                if as_json:
+                    json_line({"event": "bench.case", "backend": name, "runner": label, "t": t, "batch_size": batch,
+                               "median_ms": timing.median_ms, "p90_ms": timing.p90_ms,
+                               "snippets_per_s": timing.snippets_per_s, "gflops": timing.gflops(flops)})
                 table.add_row(p(label), str(t), f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}",
                               f"{timing.snippets_per_s:,.0f}", f"{timing.gflops(flops):.1f}")
             table.add_section()
     if not table.row_count:
         raise ConfigError(f"no backend could run {path} with --device {device}: " + "; ".join(skipped))
     console.print(table)
-    for line in skipped:
+    for line in skipped if not quiet else ():
         console.print(f"[dim]skipped {p(line)}[/]", highlight=False)
 
 

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from hamnet_deploy.console import backend_names, console, err_console, handle_errors
 from hamnet_deploy.display import p
+from hamnet_deploy.reporting import json_line
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 
 RESULT_SUFFIXES = (".json", ".csv")
@@ -118,7 +119,7 @@ def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, row
 def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device: str, batch_size: int,
                max_t: int | None, threads: int | None, post_sets: Sequence[str], post_flags: dict[str, Any],
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
-               classes_out: Path | None = None,
+               classes_out: Path | None = None, as_json: bool = False, quiet: bool = False,
                recursive: bool, fp16: bool, force: bool = False) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
     from hamnet_deploy.runtime.backends.select import resolve_model
@@ -169,13 +170,16 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
         durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
         bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(items) < 2)
+                       TimeElapsedColumn(), console=err_console, transient=True,
+                       disable=len(items) < 2 or quiet or as_json)
         with bar:
             task = bar.add_task("videos", total=len(items))
             results = detector.run(items, durations=durations, on_video=lambda: bar.advance(task))
     run = results.run
     order, dets, lengths = run.videos, run.detections, run.lengths()
-    if len(order) == 1:
+    if quiet:
+        pass  # -q: no tables
+    elif len(order) == 1:
         console.print(_detail_table(order[0], lengths[order[0]], dets, rows))
     elif order:
         console.print(_summary_table(order, lengths, dets, rows))
@@ -195,6 +199,12 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         console.print(f"wrote {p(classes_out)} (class probabilities of {len(order)} videos)", highlight=False)
     if plot is not None and order:
         _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
+    if as_json:
+        json_line({"event": "detect.done", "videos": len(order), "detections": len(dets),
+                   "seconds": round(run.seconds, 4), "out": None if out is None else str(out),
+                   "per_video": [{"video": r.video, "snippets": r.snippets, "detections": len(r.detections)}
+                                 for r in results if r.ok],
+                   "failed": [{"input": name, "reason": reason} for name, reason in failed]})
     for _name, reason in failed:
         err_console.print(f"[bold red]failed:[/] {p(reason)}", soft_wrap=True, highlight=False)
     if failed:
@@ -261,14 +271,18 @@ def detect_command(
     fp16: bool = typer.Option(False, "--fp16", help="With --backend onnxruntime-tensorrt: let ONNX Runtime's "
                               "TensorRT provider run in FP16."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing --out file or --plot images."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line on stdout, nothing else."),
 ) -> None:
     """Detect actions in feature files with an exported bundle (no PyTorch needed)."""
+    if as_json:
+        console.quiet = True
     code = run_detect(paths, model=model, backend=backend, device=device, batch_size=batch_size, max_t=max_t,
                       threads=threads, post_sets=sets,
                       post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections,
                                   "preset": preset, "conf": conf},
                       out=out, classes_out=classes_out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
-                      recursive=recursive, fp16=fp16, force=force)
+                      recursive=recursive, fp16=fp16, force=force, as_json=as_json, quiet=quiet)
     if code:
         raise typer.Exit(code)
 

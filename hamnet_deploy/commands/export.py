@@ -12,7 +12,7 @@ import typer
 
 from hamnet_deploy.console import console, err_console, handle_errors, import_torch
 from hamnet_deploy.display import p
-from hamnet_deploy.reporting import RichReporter
+from hamnet_deploy.reporting import json_line, make_reporter
 from hamnet_deploy.runtime.errors import ConfigError
 
 
@@ -112,6 +112,8 @@ def export_command(
                                "bundle: replace its INT8 model or the engine for this GPU and TensorRT."),
     skip_parity_long: bool = typer.Option(False, "--skip-parity-long", help="Skip the T = 2615 parity "
                                           "cases (faster on small machines)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
+    as_json: bool = typer.Option(False, "--json", help="Log one JSON line per event on stdout, nothing else."),
 ) -> None:
     """Export a checkpoint to a verified deployment bundle (ONNX; INT8 for CPUs, TensorRT, Triton), or add
     TensorRT engines / the INT8 model to a bundle on the machine that will run it (no PyTorch needed)."""
@@ -122,6 +124,7 @@ def export_command(
              "skip_parity_long": skip_parity_long}
     from hamnet_deploy.runtime.manifest import MANIFEST
 
+    report = make_reporter(console, quiet, as_json)
     from_bundle = (checkpoint / MANIFEST).is_file()
     if from_bundle:
         check_bundle_args(checkpoint, {**given, "out": out, "verify": verify, "allow_drop": allow_drop,
@@ -131,8 +134,10 @@ def export_command(
     if from_bundle:
         from hamnet_deploy.export.pipeline import update_bundle
 
-        with RichReporter(console) as report:
+        with report:
             update_bundle(checkpoint, options, report=report)
+        if as_json:
+            json_line({"event": "export.done", "bundle": str(checkpoint)})
         console.print(f"next: {_detect_hint(checkpoint)}", soft_wrap=True, highlight=False)
         return
     if not checkpoint.exists():
@@ -142,8 +147,10 @@ def export_command(
     import_torch()
     from hamnet_deploy.export.pipeline import run_export
 
-    with RichReporter(console) as report:
+    with report:
         outcome = run_export(checkpoint, out, options, report=report)
+    if as_json:
+        json_line({"event": "export.done", "bundle": str(outcome.bundle), "trt_error": outcome.trt_error})
     console.print(f"next: {_detect_hint(outcome.bundle)}", soft_wrap=True, highlight=False)
     if outcome.trt_error:
         err_console.print(f"[bold red]error:[/] {p(outcome.trt_error)} (bundle without engines: "

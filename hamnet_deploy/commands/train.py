@@ -6,9 +6,16 @@ from pathlib import Path
 
 import typer
 
-from hamnet_deploy.console import console, handle_errors, import_torch, stop_code, stop_word
+from hamnet_deploy.console import (
+    console,
+    err_console,
+    handle_errors,
+    import_torch,
+    stop_code,
+    stop_word,
+)
 from hamnet_deploy.display import p
-from hamnet_deploy.reporting import RichReporter
+from hamnet_deploy.reporting import json_line, make_reporter
 from hamnet_deploy.runtime.errors import ConfigError
 
 
@@ -43,9 +50,12 @@ def train_command(
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
     synth_dim: int = typer.Option(2048, "--synth-dim", help="Feature dimension of the embedded synthetic dataset."),
     synth_videos: int = typer.Option(412, "--synth-videos", help="Videos in the embedded synthetic dataset."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, per-epoch lines or tables."),
+    as_json: bool = typer.Option(False, "--json", help="Log one JSON line per event on stdout (epochs, evaluations, "
+                                 "the result), nothing else."),
 ) -> None:
     """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
+    report = make_reporter(console, quiet, as_json)
     import_torch()
     from hamnet_deploy.training.data import load_dataset
     from hamnet_deploy.training.recipes import load_recipe
@@ -84,10 +94,11 @@ def train_command(
     console.print(f"[bold]run:[/] {p(run_dir)}  recipe {p(cfg.recipe)}, {cfg.epochs} epochs"
                   + (f", ablation {cfg.ablation}" if cfg.ablation else "") + (" (resuming)" if resume else ""))
     try:
-        with RichReporter(console, progress=not quiet) as report:
+        with report:
             outcome = train(cfg, dataset, run_dir, resume=resume is not None, report=report)
     except KeyboardInterrupt as exc:
-        console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume {p(run_dir)}")
+        err_console.print(f"[yellow]{stop_word(exc)}[/]; the last finished epoch is saved: hamnet train --resume "
+                          f"{p(run_dir)}")
         raise typer.Exit(stop_code(exc)) from None
     except RuntimeError as exc:  # PyTorch's allocators raise RuntimeError (torch.OutOfMemoryError on CUDA)
         if not _out_of_memory(exc):
@@ -96,6 +107,9 @@ def train_command(
                           f"{cfg.model.attention_dim}, model.feature_dim={cfg.model.feature_dim}, data.batch_size="
                           f"{cfg.data.batch_size}, data.num_snippets={cfg.data.num_snippets}); lower them with "
                           "--set") from None
+    if as_json:
+        json_line({"event": "train.done", "run": str(run_dir), "epochs": outcome.epochs,
+                   "seconds": round(outcome.seconds, 3), "last_loss": outcome.last_loss})
     console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {p(run_dir)}")
     console.print(f"next: hamnet export {p(run_dir)}", highlight=False, soft_wrap=True)
 

@@ -31,11 +31,23 @@ def test_short_flags_mean_one_thing_in_every_command():
 
 
 def test_one_name_for_outputs_and_batch_size():
-    for command, opts in _options().items():
-        names = {n for group in opts for n in group}
+    """Files are written with --out; --json is the machine-readable log flag (in eval, the
+    hidden old name of --out); the batch size is --batch-size."""
+    import typer
+
+    from hamnet_deploy.cli import app
+
+    group = typer.main.get_command(app)
+    for command, cmd in group.commands.items():
+        names = {n for p in cmd.params for n in p.opts}
         assert "--batch" not in names or "--batch-size" in names, command
-        assert "--json" not in names or command in ("doctor", "eval"), command  # eval: hidden old name of --out
+        for param in cmd.params:
+            if "--json" in param.opts and command != "eval":
+                assert param.is_flag, command
     assert any("--out" in group for group in _options()["eval"])
+    for command in ("train", "export", "detect", "bench"):
+        names = {n for group in _options()[command] for n in group}
+        assert {"--json", "--quiet", "-q"} <= names, command
 
 
 def test_eval_out_and_its_old_name(built_bundle, tiny_data, tmp_path):
@@ -82,3 +94,32 @@ def test_gpu_devices_without_a_gpu_fail_with_one_line(device, built_bundle, tiny
     train = cli("train", "--data", tiny_data, "--out", tmp_path / "run", "--epochs", 1, "--device", device)
     one_line_error(train, "device")
     assert not (tmp_path / "run").exists()
+
+
+def test_json_log_and_quiet_in_every_long_command(tiny_data, tmp_path, monkeypatch):
+    """`--json`: stdout is JSON lines only, ending with the command's result; `-q`: no
+    per-epoch lines or tables, the command's own lines stay. The console is itself again
+    after."""
+    monkeypatch.chdir(tmp_path)
+    small = ["--epochs", 1, "--set", "model.attention_dim=8", "--set", "data.num_snippets=8", "--set",
+             "data.batch_size=4"]
+    runs = {
+        "train": ["train", "--data", tiny_data, "--out", "run", *small],
+        "export": ["export", "run", "--out", "bundle", "--skip-parity-long"],
+        "detect": ["detect", tiny_data / "videos", "--model", "bundle"],
+        "bench": ["bench", "--model", "bundle", "--t", 8, "--repeats", 1],
+    }
+    last = {"train": "train.done", "export": "export.done", "detect": "detect.done", "bench": "bench.case"}
+    for name, args in runs.items():
+        result = cli(*args, "--json")
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+        assert records and records[-1]["event"] == last[name], result.stdout
+    assert json.loads(cli(*runs["detect"], "--json").stdout)["videos"] == len(list((tiny_data / "videos").iterdir()))
+    quiet = cli("train", "--data", tiny_data, "--out", "run-q", *small, "-q")
+    assert quiet.exit_code == 0 and "run:" in quiet.stdout and "epoch 1/1" not in quiet.stdout, quiet.stdout
+    assert "mAP" not in quiet.stdout  # no evaluation table
+    brief = cli(*runs["detect"], "-q").stdout
+    assert "backend" in brief and "top class" not in brief and "detections, T =" not in brief
+    loud = cli(*runs["detect"])
+    assert "backend" in loud.stdout  # -q and --json did not leave the console quiet

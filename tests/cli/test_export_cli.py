@@ -67,7 +67,7 @@ def test_export_end_to_end(run, synth, tmp_path):
     assert result.exit_code == 0, result.output
     text = result.output
     for needle in ("parity ok", "batch 4, T 2615", "model.onnx", "model.int8.onnx", "manifest.json",
-                   f"hamnet detect FEATURES --model {out}"):
+                   f"hamnet detect FEATURES.npy --model {out}"):
         assert needle in text, needle
     bundle = load_bundle(out)
     assert sha256(out / "model.onnx")[:12] in text  # the file table shows the sha256 prefix
