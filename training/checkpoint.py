@@ -16,6 +16,7 @@ with `weights_only=True`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,13 @@ def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
                         f"check the folder, then continue with hamnet train --resume {run_dir}") from None
     write_json_atomic(run_dir / LATEST, {"epoch": epoch, "path": f"{CHECKPOINTS}/{final.name}"})
     for old_epoch in _epoch_folders(root)[:-KEEP]:
-        if old_epoch != final:
-            shutil.rmtree(old_epoch, ignore_errors=True)
+        if old_epoch != final:  # renamed aside first: a kill mid-delete leaves no half checkpoint in view
+            aside = root / f".{old_epoch.name}.old-{os.getpid()}"
+            try:
+                os.replace(old_epoch, aside)
+            except OSError:
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
     for stale in root.glob(".epoch-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final

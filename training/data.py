@@ -185,3 +185,16 @@ def load_ground_truth(path: str | os.PathLike) -> Annotations:
             return load_wtalc_annotations(find_wtalc(p)[1])
         return load_wtalc_annotations(p)
     return load_annotation_json(p)
+
+
+def refuse_recorded_pickle(data: Path, run: Path) -> None:
+    """A W-TALC dataset runs pickle when loaded: refuse one that only a run folder's
+    config.json names (a copied or shared run could point anywhere)."""
+    try:
+        layout = detect_layout(data)
+    except DataError:
+        return  # load_dataset says what is wrong with it
+    if layout == "wtalc":
+        raise DataError(f"{data} (recorded in {run}/config.json) holds the W-TALC layout, whose files run pickle "
+                        f"when loaded, and only a dataset named on the command line is unpickled: pass --data "
+                        f"{data} if you trust it")

@@ -46,16 +46,22 @@ def choose_subset(gt: Annotations, videos: list[str], subset: str) -> str | None
 def _checkpoint_detections(checkpoint: Path, data: Path | None, subset: str):
     """Run a checkpoint over a dataset split through the one inference path: (ground truth,
     detections, subset, video scores)."""
-    if data is None:
-        raise ConfigError(f"{checkpoint} is a checkpoint: add --data DATASET to run it over the features")
     from hamnet_deploy.runtime.inference import Inference
     from hamnet_deploy.runtime.scoring import detect_outputs
-    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.data import load_dataset, refuse_recorded_pickle
     from hamnet_deploy.training.evaluate import EVAL_BATCH
     from hamnet_deploy.training.torch_runner import TorchRunner
 
     runner = TorchRunner(checkpoint, device="auto")
     with runner:
+        if data is None:  # the dataset the run was trained on, as its config.json records it
+            recorded = runner.config.data.path
+            if not recorded or not Path(recorded).exists():
+                raise ConfigError(f"{checkpoint} is a checkpoint and the dataset it records "
+                                  f"({recorded or 'none'}) is not here: add --data DATASET")
+            data = Path(recorded)
+            refuse_recorded_pickle(data, checkpoint)
+            console.print(f"data: {p(data)} (recorded by the run)", highlight=False, soft_wrap=True)
         with console.status(f"loading {p(data)}"):
             dataset = load_dataset(data)
         if dataset.classes != runner.classes:

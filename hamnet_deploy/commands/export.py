@@ -126,6 +126,12 @@ def export_command(
 
     report = make_reporter(console, quiet, as_json)
     from_bundle = (checkpoint / MANIFEST).is_file()
+    if (int8_cpu or int8) and calib is None:  # calibrate on the training data when it is still there
+        videos = _recorded_videos(checkpoint)
+        if videos is not None:
+            calib = given["calib"] = str(videos.parent)
+            console.print(f"calibrating INT8 on the train split of {p(videos.parent)} (the training data; "
+                          "--calib to choose)", highlight=False, soft_wrap=True)
     if from_bundle:
         check_bundle_args(checkpoint, {**given, "out": out, "verify": verify, "allow_drop": allow_drop,
                                        "max_drop": None if max_drop == 1.0 else max_drop})
@@ -158,17 +164,34 @@ def export_command(
         raise typer.Exit(2)
 
 
+def _recorded_videos(model: Path) -> Path | None:
+    """The per-video features folder (`DATA/videos`) of the dataset a bundle or a run was
+    trained on, when it is still there; None otherwise (a W-TALC dataset is never used
+    unless named: its files run pickle)."""
+    import json
+
+    from hamnet_deploy.runtime.bundle import load_bundle
+    from hamnet_deploy.runtime.manifest import MANIFEST
+
+    try:
+        if (model / MANIFEST).is_file():
+            config = load_bundle(model, verify=False).manifest.config
+        else:
+            runs = [model, model.parent.parent]  # a run folder, or its checkpoints/epoch-N
+            found = next(r / "config.json" for r in runs if (r / "config.json").is_file())
+            config = json.loads((found).read_text(encoding="utf-8"))
+        data = config.get("data", {}).get("path")
+    except Exception:  # a courtesy: never fail an export over it
+        return None
+    videos = Path(data) / "videos" if isinstance(data, str) and data else None
+    return videos if videos is not None and videos.is_dir() else None
+
+
 def _detect_hint(bundle: Path) -> str:
     """A `hamnet detect` command that runs: on the per-video features of the dataset the
     model was trained on when they are still there, else on the user's feature files."""
-    from hamnet_deploy.runtime.bundle import load_bundle
-
-    try:
-        data = load_bundle(bundle, verify=False).manifest.config.get("data", {}).get("path")
-    except Exception:  # the hint is a courtesy: never fail an export over it
-        data = None
-    videos = Path(data) / "videos" if isinstance(data, str) and data else None
-    if videos is not None and videos.is_dir():
+    videos = _recorded_videos(bundle)
+    if videos is not None:
         return f"hamnet detect {p(videos)} --model {p(bundle)}"
     return f"hamnet detect FEATURES.npy --model {p(bundle)}  (FEATURES.npy: your T x D feature files)"
 

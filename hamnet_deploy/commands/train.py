@@ -19,22 +19,6 @@ from hamnet_deploy.reporting import json_line, make_reporter
 from hamnet_deploy.runtime.errors import ConfigError
 
 
-def refuse_recorded_pickle(data: Path, run: Path) -> None:
-    """A W-TALC dataset runs pickle when loaded: refuse one that only a run folder's
-    config.json names (a copied or shared run could point anywhere)."""
-    from hamnet_deploy.runtime.errors import DataError
-    from hamnet_deploy.training.data import detect_layout
-
-    try:
-        layout = detect_layout(data)
-    except DataError:
-        return  # load_dataset says what is wrong with it
-    if layout == "wtalc":
-        raise DataError(f"{data} (recorded in {run}/config.json) holds the W-TALC layout, whose files run pickle "
-                        f"when loaded, and only a dataset named on the command line is unpickled: pass --data "
-                        f"{data} if you trust it")
-
-
 @handle_errors
 def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="Dataset folder (per-video layout or W-TALC layout). "
@@ -57,7 +41,7 @@ def train_command(
     """Train HAM-Net from video-level labels; checkpoints and metrics go to the run folder."""
     report = make_reporter(console, quiet, as_json)
     import_torch()
-    from hamnet_deploy.training.data import load_dataset
+    from hamnet_deploy.training.data import load_dataset, refuse_recorded_pickle
     from hamnet_deploy.training.recipes import load_recipe
     from hamnet_deploy.training.trainer import load_run_config, train
 

@@ -37,3 +37,18 @@ def test_every_next_hint_runs(tmp_path, monkeypatch):
     assert update.exit_code == 0, update.output
     again = cli(*_hint(update.output))
     assert again.exit_code == 0, again.output
+
+
+def test_what_the_run_knows_is_used(tmp_path, monkeypatch):
+    """`hamnet eval RUN` evaluates on the run's recorded dataset, and `--int8-cpu`
+    calibrates on its train split, when neither --data nor --calib is given."""
+    monkeypatch.chdir(tmp_path)
+    assert cli("synth", "data", "--videos", 8, "--dim", 8, "--classes", 2).exit_code == 0
+    assert cli("train", "--data", "data", "--out", "run", *SMALL_TRAIN).exit_code == 0
+    evaluated = cli("eval", "run")
+    assert evaluated.exit_code == 0 and "(recorded by the run)" in evaluated.output, evaluated.output
+    assert "mAP" in evaluated.output
+    exported = cli("export", "run", "--out", "bundle", "--int8-cpu", "--skip-parity-long")
+    assert exported.exit_code == 0, exported.output
+    assert "calibrating INT8 on the train split of" in exported.output
+    assert (tmp_path / "bundle" / "model.int8.onnx").is_file()

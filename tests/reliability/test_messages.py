@@ -36,7 +36,7 @@ def test_onnx_external_data_is_never_loaded(built_bundle, tiny_data, tmp_path):
     one_line_error(cli("detect", video, "--model", bundle, "--backend", "onnxruntime"), "external data files")
     one_line_error(cli("detect", video, "--model", bundle), "external data files")
     one_line_error(cli("export", bundle, "--int8-cpu", "--calib", tiny_data), "external data files")
-    assert not (bundle / "model_int8.onnx").exists()
+    assert not (bundle / "model.int8.onnx").exists()
 
 
 def test_a_manifest_with_fewer_class_names_than_the_model_outputs(built_bundle, tiny_data, tmp_path):
