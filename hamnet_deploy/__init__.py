@@ -14,13 +14,15 @@ from typing import Any
 
 from hamnet_deploy.runtime.version import __version__
 
-__all__ = ["Detector", "Results", "__version__"]
+__all__ = ["Detector", "Results", "__version__", "train"]
 
-_LAZY = {"Detector": "hamnet_deploy.runtime.detector", "Results": "hamnet_deploy.runtime.results"}
+_LAZY = {"Detector": "hamnet_deploy.runtime.detector", "Results": "hamnet_deploy.runtime.results",
+         "train": "hamnet_deploy.training.api"}
 
 
 def __getattr__(name: str) -> Any:
-    """`from hamnet_deploy import Detector` imports the runtime only when asked."""
+    """`from hamnet_deploy import Detector` (or `train`, which needs PyTorch) imports its
+    layer only when asked."""
     if name in _LAZY:
         import importlib
 

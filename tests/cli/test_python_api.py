@@ -135,3 +135,24 @@ def test_conf_and_the_deploy_preset(built_bundle, tiny_data, tmp_path):
     assert {e["label"]: e["score"] for e in doc[first.video]} == pytest.approx(first.class_probs, abs=1e-8)
     one = cli("detect", videos, "--model", built_bundle, "--preset", "fast")
     assert one.exit_code == 2 and "--preset 'fast': choose one of released, deploy" in one.output
+
+
+def test_train_from_python_takes_the_cli_settings(tiny_data, tmp_path):
+    """`hamnet_deploy.train(...)` is what `hamnet train` runs: the same settings give the
+    same run config, and bad settings the same one-line errors (as exceptions)."""
+    import hamnet_deploy
+    from hamnet_deploy.runtime.errors import ConfigError
+    from hamnet_deploy.runtime.events import Recorder
+
+    small = ["model.attention_dim=8", "data.num_snippets=8", "data.batch_size=4"]
+    events = Recorder()
+    outcome = hamnet_deploy.train(tiny_data, out=tmp_path / "api", epochs=1, seed=3, sets=small, report=events)
+    assert outcome.epochs == 1 and (tmp_path / "api" / "latest.json").is_file()
+    assert [e.name for e in events.events][:2] == ["train.load", "train.load"] and events.named("train.epoch")
+    args = [a for s in small for a in ("--set", s)]
+    assert cli("train", "--data", tiny_data, "--out", tmp_path / "cli", "--epochs", 1, "--seed", 3, *args).exit_code == 0
+    api_cfg = json.loads((tmp_path / "api" / "config.json").read_text())
+    cli_cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert {**api_cfg, "output_dir": None} == {**cli_cfg, "output_dir": None}
+    with pytest.raises(ConfigError, match="--seed -1: must be >= 0"):
+        hamnet_deploy.train(tiny_data, out=tmp_path / "bad", seed=-1)
