@@ -14,15 +14,15 @@ from typing import Any
 
 from hamnet_deploy.runtime.version import __version__
 
-__all__ = ["Detector", "Results", "__version__", "train"]
+__all__ = ["Detector", "Results", "__version__", "export_bundle", "train"]
 
 _LAZY = {"Detector": "hamnet_deploy.runtime.detector", "Results": "hamnet_deploy.runtime.results",
-         "train": "hamnet_deploy.training.api"}
+         "train": "hamnet_deploy.training.api", "export_bundle": "hamnet_deploy.export.api"}
 
 
 def __getattr__(name: str) -> Any:
-    """`from hamnet_deploy import Detector` (or `train`, which needs PyTorch) imports its
-    layer only when asked."""
+    """`from hamnet_deploy import Detector` (or `train`, `export_bundle`) imports its layer
+    only when asked."""
     if name in _LAZY:
         import importlib
 

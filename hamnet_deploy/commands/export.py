@@ -6,67 +6,12 @@ without PyTorch (`export.pipeline.update_bundle`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from hamnet_deploy.console import console, err_console, handle_errors, import_torch
 from hamnet_deploy.display import p
 from hamnet_deploy.reporting import json_line, make_reporter
-from hamnet_deploy.runtime.errors import ConfigError
-
-
-def default_out(checkpoint: Path) -> Path:
-    """CHECKPOINT/bundle for a run folder; RUN/bundle-epoch-N for an epoch folder inside a run."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.parent.name == "checkpoints" and checkpoint.name.startswith("epoch-"):
-        return checkpoint.parent.parent / f"bundle-{checkpoint.name}"
-    return checkpoint / "bundle"
-
-
-def build_options(*, given: dict[str, Any], int8_cpu: bool, trt: bool, fp16: bool, int8: bool,
-                  calib: Path | None, triton: Path | None, verify: Path | None, allow_drop: bool,
-                  max_drop: float, force: bool) -> Any:
-    """The validated ExportOptions of the command line. `given`: the format-specific
-    options the user set (None = not given), checked against the format table first."""
-    from hamnet_deploy.export.formats import check_export_args
-    from hamnet_deploy.export.options import DEFAULT_OPSET, ExportOptions, TrtOptions
-
-    check_export_args({"int8_cpu": int8_cpu, "trt": trt, "triton": triton is not None},
-                      [k for k, v in given.items() if v not in (None, False)])
-    opset = DEFAULT_OPSET if given.get("opset") is None else given["opset"]
-    trt_options = None
-    if trt:
-        kwargs = {k: given[k] for k in ("min_t", "opt_t", "max_t", "max_batch", "workspace_mb", "calib_videos")
-                  if given.get(k) is not None}
-        trt_options = TrtOptions(fp16=fp16, int8=int8, calib_data=str(calib) if calib and int8 else None,
-                                 dla_core=given.get("dla"), opset=opset,
-                                 timing_cache=str(given["timing_cache"]) if given.get("timing_cache") else None,
-                                 version_compatible=bool(given.get("version_compatible")),
-                                 hardware_compatible=bool(given.get("hardware_compatible")), **kwargs)
-    extra = {k: given[k] for k in ("calib_videos",) if given.get(k) is not None}
-    if given.get("max_batch") is not None:
-        extra["triton_max_batch"] = given["max_batch"]
-    return ExportOptions(opset=opset, force=force, skip_parity_long=bool(given.get("skip_parity_long")),
-                         int8_cpu=int8_cpu, calib=str(calib) if calib else None, trt=trt_options,
-                         triton=str(triton) if triton else None, verify=str(verify) if verify else None,
-                         allow_drop=allow_drop, max_drop=max_drop, **extra)
-
-
-CHECKPOINT_ONLY = {"out": "--out", "opset": "--opset", "verify": "--verify", "allow_drop": "--allow-drop",
-                   "max_drop": "--max-drop", "skip_parity_long": "--skip-parity-long"}
-"""Options that only mean something when a checkpoint is exported (a bundle is updated in place)."""
-
-
-def check_bundle_args(bundle: Path, given: dict[str, Any]) -> None:
-    """Refuse the checkpoint-only options when updating `bundle` in place."""
-    for key, flag in CHECKPOINT_ONLY.items():
-        if given.get(key) not in (None, False):
-            why = ("the bundle is updated in place; copy it first to keep the original" if key == "out" else
-                   "the ONNX model is already in the bundle" if key in ("opset", "skip_parity_long") else
-                   "the accuracy guard compares with PyTorch: run it where the checkpoint is")
-            raise ConfigError(f"{flag} applies when exporting a checkpoint, and {bundle} is a bundle ({why}); "
-                              f"drop {flag}")
 
 
 @handle_errors
@@ -126,35 +71,15 @@ def export_command(
 
     report = make_reporter(console, quiet, as_json)
     from_bundle = (checkpoint / MANIFEST).is_file()
-    if (int8_cpu or int8) and calib is None:  # calibrate on the training data when it is still there
-        videos = _recorded_videos(checkpoint)
-        if videos is not None:
-            calib = given["calib"] = str(videos.parent)
-            console.print(f"calibrating INT8 on the train split of {p(videos.parent)} (the training data; "
-                          "--calib to choose)", highlight=False, soft_wrap=True)
-    if from_bundle:
-        check_bundle_args(checkpoint, {**given, "out": out, "verify": verify, "allow_drop": allow_drop,
-                                       "max_drop": None if max_drop == 1.0 else max_drop})
-    options = build_options(given=given, int8_cpu=int8_cpu, trt=trt, fp16=fp16, int8=int8, calib=calib,
-                            triton=triton, verify=verify, allow_drop=allow_drop, max_drop=max_drop, force=force)
-    if from_bundle:
-        from hamnet_deploy.export.pipeline import update_bundle
-
-        with report:
-            update_bundle(checkpoint, options, report=report)
-        if as_json:
-            json_line({"event": "export.done", "bundle": str(checkpoint)})
-        console.print(f"next: {_detect_hint(checkpoint)}", soft_wrap=True, highlight=False)
-        return
-    if not checkpoint.exists():
-        raise ConfigError(f"{checkpoint}: checkpoint not found; pass a run folder from hamnet train or its "
-                          "checkpoints/epoch-N folder (or a bundle to add engines to)")
-    out = out if out is not None else default_out(checkpoint)
-    import_torch()
-    from hamnet_deploy.export.pipeline import run_export
+    if not from_bundle and checkpoint.exists():
+        import_torch()  # Ctrl-C held back while PyTorch starts
+    from hamnet_deploy.export.api import export_bundle
 
     with report:
-        outcome = run_export(checkpoint, out, options, report=report)
+        outcome = export_bundle(checkpoint, out, int8_cpu=int8_cpu, trt=trt, calib=calib, triton=triton, verify=verify,
+                         allow_drop=allow_drop, max_drop=max_drop, force=force, report=report,
+                         **{k: v for k, v in given.items() if k not in ("calib", "fp16", "int8")}, fp16=fp16,
+                         int8=int8)
     if as_json:
         json_line({"event": "export.done", "bundle": str(outcome.bundle), "trt_error": outcome.trt_error})
     console.print(f"next: {_detect_hint(outcome.bundle)}", soft_wrap=True, highlight=False)
@@ -164,33 +89,12 @@ def export_command(
         raise typer.Exit(2)
 
 
-def _recorded_videos(model: Path) -> Path | None:
-    """The per-video features folder (`DATA/videos`) of the dataset a bundle or a run was
-    trained on, when it is still there; None otherwise (a W-TALC dataset is never used
-    unless named: its files run pickle)."""
-    import json
-
-    from hamnet_deploy.runtime.bundle import load_bundle
-    from hamnet_deploy.runtime.manifest import MANIFEST
-
-    try:
-        if (model / MANIFEST).is_file():
-            config = load_bundle(model, verify=False).manifest.config
-        else:
-            runs = [model, model.parent.parent]  # a run folder, or its checkpoints/epoch-N
-            found = next(r / "config.json" for r in runs if (r / "config.json").is_file())
-            config = json.loads((found).read_text(encoding="utf-8"))
-        data = config.get("data", {}).get("path")
-    except Exception:  # a courtesy: never fail an export over it
-        return None
-    videos = Path(data) / "videos" if isinstance(data, str) and data else None
-    return videos if videos is not None and videos.is_dir() else None
-
-
 def _detect_hint(bundle: Path) -> str:
     """A `hamnet detect` command that runs: on the per-video features of the dataset the
     model was trained on when they are still there, else on the user's feature files."""
-    videos = _recorded_videos(bundle)
+    from hamnet_deploy.export.api import recorded_videos
+
+    videos = recorded_videos(bundle)
     if videos is not None:
         return f"hamnet detect {p(videos)} --model {p(bundle)}"
     return f"hamnet detect FEATURES.npy --model {p(bundle)}  (FEATURES.npy: your T x D feature files)"

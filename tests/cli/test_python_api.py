@@ -156,3 +156,20 @@ def test_train_from_python_takes_the_cli_settings(tiny_data, tmp_path):
     assert {**api_cfg, "output_dir": None} == {**cli_cfg, "output_dir": None}
     with pytest.raises(ConfigError, match="--seed -1: must be >= 0"):
         hamnet_deploy.train(tiny_data, out=tmp_path / "bad", seed=-1)
+
+
+def test_export_from_python_takes_the_cli_settings(tiny_run, tiny_data, tmp_path):
+    """`hamnet_deploy.export_bundle(...)` is what `hamnet export` runs: a checkpoint to a
+    bundle the Detector runs, the same option checks, and an in-place INT8 update."""
+    import hamnet_deploy
+    from hamnet_deploy import Detector
+    from hamnet_deploy.runtime.errors import ConfigError
+
+    outcome = hamnet_deploy.export_bundle(tiny_run, out=tmp_path / "b", skip_parity_long=True)
+    assert outcome.bundle == tmp_path / "b" and (tmp_path / "b" / "manifest.json").is_file()
+    with Detector(outcome.bundle) as det:
+        assert det([sorted((tiny_data / "videos").iterdir())[0]])[0].ok
+    with pytest.raises(ConfigError, match="--opset applies when exporting a checkpoint"):
+        hamnet_deploy.export_bundle(outcome.bundle, int8_cpu=True, calib=tiny_data, opset=17)
+    hamnet_deploy.export_bundle(outcome.bundle, int8_cpu=True, calib=tiny_data)
+    assert (tmp_path / "b" / "model.int8.onnx").is_file()
