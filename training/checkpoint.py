@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hamnet_deploy.runtime.errors import BundleError, ConfigError, DataError
-from hamnet_deploy.runtime.fileio import staging, write_json_atomic
+from hamnet_deploy.runtime.fileio import signals_deferred, staging, write_json_atomic
 
 LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
@@ -75,11 +75,12 @@ def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
     for old_epoch in _epoch_folders(root)[:-KEEP]:
         if old_epoch != final:  # renamed aside first: a kill mid-delete leaves no half checkpoint in view
             aside = root / f".{old_epoch.name}.old-{os.getpid()}"
-            try:
-                os.replace(old_epoch, aside)
-            except OSError:
-                continue
-            shutil.rmtree(aside, ignore_errors=True)
+            with signals_deferred():  # Ctrl-C / SIGTERM land after the delete, leaving nothing aside
+                try:
+                    os.replace(old_epoch, aside)
+                except OSError:
+                    continue
+                shutil.rmtree(aside, ignore_errors=True)
     for stale in root.glob(".epoch-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
