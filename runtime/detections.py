@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hamnet_deploy.runtime.errors import DataError
-from hamnet_deploy.runtime.fileio import atomic_write, read_text, write_json_atomic
+from hamnet_deploy.runtime.fileio import read_text, write_json_atomic, write_text_atomic
 
 CSV_HEADER = ("video", "label", "score", "t_start", "t_end")
 """The columns a results CSV starts with (what other tools write)."""
@@ -171,9 +171,7 @@ class Detections:
 
     def write_csv(self, path: str | os.PathLike, **context: Any) -> None:
         """`to_csv(**context)` written atomically."""
-        text = self.to_csv(**context)
-        with atomic_write(path, "w") as handle:
-            handle.write(text)
+        write_text_atomic(path, self.to_csv(**context))
 
     def write(self, path: str | os.PathLike, **context: Any) -> None:
         """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON); `context`

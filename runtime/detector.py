@@ -98,13 +98,15 @@ class Detector:
         inputs = list(inputs)
         items: list[tuple[str, Any]] = []
         paths = [x for x in inputs if isinstance(x, (str, os.PathLike))]
+        paths_done = False
         for i, x in enumerate(inputs):
             if isinstance(x, Mapping):
                 items += [(str(k), v) for k, v in x.items()]
             elif isinstance(x, np.ndarray):
                 items.append((f"video_{i}", x))
             elif isinstance(x, (str, os.PathLike)):
-                if x is paths[0]:  # all paths at once, where the first one was: a file named twice runs once
+                if not paths_done:  # all paths at once, where the first one was: a file named twice runs once
+                    paths_done = True
                     files, missing = find_feature_files(paths, recursive=recursive)
                     items += [(video_id(f), f) for f in files]
                     items += [(m.path, _Missing(f"{m.path}: {m.reason}")) for m in missing]

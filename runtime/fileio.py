@@ -84,6 +84,12 @@ def _direct_write(target: Path, mode: str) -> Iterator[IO[Any]]:
         raise DataError(f"cannot write {target}: {exc.strerror}; free space or choose another location") from exc
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8), atomically."""
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_write(path, "w") as handle:
@@ -255,7 +261,7 @@ def _deliver(signum: int, handler: object) -> None:
         os.kill(os.getpid(), signum)  # the default action (terminate), now that it is unblocked
 
 
-def check_not_an_input(output: str | os.PathLike | None, option: str,
+def _check_not_an_input(output: str | os.PathLike | None, option: str,
                        inputs: Iterable[str | os.PathLike | None]) -> None:
     """ConfigError when `output` is one of the command's `inputs` (the same file, through
     any link): no command writes over what it reads. A folder input stands for the
@@ -286,7 +292,7 @@ def check_output(output: str | os.PathLike | None, option: str, inputs: Iterable
     if output is None:
         return
     out = Path(output)
-    check_not_an_input(out, option, inputs)
+    _check_not_an_input(out, option, inputs)
     if out.is_dir() and not extra:
         raise ConfigError(f"{option} {out}: it is a folder; give a file name")
     taken = [p for p in extra if p.exists()] if extra else ([out] if out.exists() else [])

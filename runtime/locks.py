@@ -40,11 +40,11 @@ def hold(target: str | os.PathLike, what: str, fix: str = "choose another --out"
         yield
         return
     target = Path(target)
-    fd = _acquire(lock_path(target), target, fix)
+    lock = lock_path(target)
+    fd = _acquire(lock, target, fix)
     if fd is None:
         yield
         return
-    lock = lock_path(target)
     try:
         info = {"pid": os.getpid(), "host": platform.node(), "command": what,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -16,7 +16,7 @@ import numpy as np
 
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import ConfigError
-from hamnet_deploy.runtime.fileio import atomic_write
+from hamnet_deploy.runtime.fileio import write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -88,12 +88,12 @@ class Results(Sequence[VideoResult]):
         return [(r.video, r.error or "") for r in self.videos if not r.ok]
 
     def _context(self) -> dict[str, Any]:
-        dets = self.detections
-        probs = {r.video: r.class_probs for r in self.videos if r.ok}
-        score = np.array([probs[v].get(self.classes[c], np.nan) for v, c in zip(dets.video.tolist(),
-                                                                                  dets.label.tolist(), strict=True)],
-                         dtype=np.float64)
-        return {"videos": [r.video for r in self.videos if r.ok], "failed": self.failed, "class_score": score}
+        """What the writers need besides the detections (`Detections.to_results_json`); the
+        class scores in the order of `self.detections` (the ok videos' tables joined)."""
+        ok = [r for r in self.videos if r.ok]
+        score = np.concatenate([np.array([r.class_probs.get(c, np.nan) for c in self.classes])[r.detections.label]
+                                for r in ok]) if ok else np.zeros(0)
+        return {"videos": [r.video for r in ok], "failed": self.failed, "class_score": score}
 
     def to_dict(self) -> dict[str, Any]:
         """The ActivityNet results object, every processed video listed and failures
@@ -102,18 +102,16 @@ class Results(Sequence[VideoResult]):
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The results JSON as text; written atomically to `path` when given."""
-        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        doc = self.to_dict()
         if path is not None:
-            with atomic_write(path, "w") as handle:
-                handle.write(text)
-        return text
+            write_json_atomic(path, doc)
+        return json.dumps(doc, indent=1)
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
         """The results CSV as text (`Detections.to_csv`); written atomically to `path`."""
         text = self.detections.to_csv(**self._context())
         if path is not None:
-            with atomic_write(path, "w") as handle:
-                handle.write(text)
+            write_text_atomic(path, text)
         return text
 
     def to_classification(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -128,8 +126,7 @@ class Results(Sequence[VideoResult]):
         if self.failed:
             doc["failed"] = [{"input": name, "reason": reason} for name, reason in self.failed]
         if path is not None:
-            with atomic_write(path, "w") as handle:
-                handle.write(json.dumps(doc, indent=1) + "\n")
+            write_json_atomic(path, doc)
         return doc
 
     def write(self, path: str | os.PathLike) -> None:

@@ -51,8 +51,6 @@ class _Rate(ProgressColumn):
 def _check_out(out: Path | None) -> None:
     if out is not None and out.suffix.lower() not in RESULT_SUFFIXES:
         raise ConfigError(f"--out {out}: use a .json (ActivityNet results format) or .csv file name")
-    if out is not None and out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; give a file name such as results.json")
 
 
 def _ground_truth(annotations: Path | None) -> Any:

@@ -19,7 +19,6 @@ module writes the `*_impl` methods.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 from hamnet_deploy.runtime.backends.base import BaseRunner
 from hamnet_deploy.runtime.cache import cache_dir, cache_root
 from hamnet_deploy.runtime.errors import BackendUnavailable, BundleError, ConfigError
+from hamnet_deploy.runtime.fileio import sha256_bytes
 from hamnet_deploy.runtime.profile import Profile
 from hamnet_deploy.runtime.settings import Settings, option
 
@@ -229,7 +229,7 @@ class OnnxRuntimeRunner(BaseRunner):
             model = self.model_path.read_bytes()
         except OSError as exc:
             raise BundleError(f"{self.model_path}: cannot read the model ({exc.strerror})") from None
-        if self.verify and expected and hashlib.sha256(model).hexdigest() != expected:
+        if self.verify and expected and sha256_bytes(model) != expected:
             raise BundleError(f"{self.model_path}: checksum does not match the manifest: the file was "
                               "modified or damaged; re-export the bundle")
         available = list(ort.get_available_providers())

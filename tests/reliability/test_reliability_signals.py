@@ -119,6 +119,17 @@ def assert_one_line_interrupt(code: int, text: str) -> None:
     assert len(lines) == 1, text
 
 
+def train_until_a_checkpoint(data: Path, run: Path, cwd: Path) -> subprocess.Popen:
+    """A long `hamnet train --out run` started, once it has written its first checkpoint
+    (or 30 s have passed)."""
+    proc = spawn(hamnet("train", "--data", data, "--out", run, "--epochs", 100000, *TINY), cwd)
+    wait_for(proc, "run:")
+    deadline = time.monotonic() + 30
+    while not (run / LATEST).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
 def hidden(folder: Path) -> list[str]:
     """Hidden leftovers in `folder`: temp files and folders (the `.NAME.lock` files of
     `runtime.locks` are kept by design and are not leftovers)."""
@@ -193,11 +204,7 @@ def test_a_second_process_on_the_same_run_or_bundle_is_refused(data, run, tmp_pa
 # --------------------------------------------------------------------------- #
 def test_ctrl_c_during_train_keeps_the_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
-    proc = spawn(hamnet("train", "--data", data, "--out", run, "--epochs", 100000, *TINY), tmp_path)
-    wait_for(proc, "run:")
-    deadline = time.monotonic() + 30
-    while not (run / LATEST).exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = train_until_a_checkpoint(data, run, tmp_path)
     before = load_checkpoint(run).epoch
     time.sleep(0.3)
     code, text = interrupt(proc)
@@ -385,11 +392,7 @@ def test_sigterm_is_handled_like_ctrl_c(data, run, tmp_path):
     """SIGTERM during train and during export: the same clean-up as Ctrl-C, one line,
     exit 143; the last checkpoint and the previous bundle intact, no temp folder."""
     out = tmp_path / "run"
-    proc = spawn(hamnet("train", "--data", data, "--out", out, "--epochs", 100000, *TINY), tmp_path)
-    wait_for(proc, "run:")
-    deadline = time.monotonic() + 30
-    while not (out / LATEST).exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = train_until_a_checkpoint(data, out, tmp_path)
     code, text = interrupt(proc, sig=signal.SIGTERM)
     assert code == 143, text
     assert "Traceback" not in text and "terminated; the last finished epoch is saved" in text
