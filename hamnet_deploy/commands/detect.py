@@ -57,7 +57,7 @@ def _ground_truth(annotations: Path | None) -> Any:
     if annotations is None:
         return None
     if not annotations.exists():
-        raise DataError(f"--annotations {annotations}: not found; give the annotation JSON or W-TALC folder")
+        raise DataError(f"--annotations {annotations}: not found; give a dataset folder, its annotation JSON or a W-TALC annotation folder")
     from hamnet_deploy.training.data import load_ground_truth
 
     return load_ground_truth(annotations)
@@ -260,8 +260,9 @@ def detect_command(
                                      "(ActivityNet classification format, .json)."),
     plot: Path = typer.Option(None, "--plot", help="Write one PNG per video here: attention, CAS of the detected "
                               "classes, detections (and ground truth with --annotations). Needs matplotlib."),
-    annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth (annotation JSON or W-TALC "
-                                     "folder): drawn in plots; its durations clip the detections."),
+    annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth (a dataset folder of either "
+                                     "layout, its annotation JSON or a W-TALC annotation folder): drawn in plots; "
+                                     "its durations clip the detections."),
     cas_mode: str = typer.Option("softmax", "--plot-cas", help="CAS in plots: softmax (foreground probability) "
                                  "or sigmoid."),
     rows: int = typer.Option(30, "--rows", help="Table rows to print (0: all)."),

@@ -95,9 +95,9 @@ def register(app: typer.Typer) -> None:
             help="Detections: ActivityNet results JSON ({\"results\": {video: [{label, score, segment}]}}) "
                  "or CSV (video,label,score,t_start,t_end); or a checkpoint (run folder) with --data.")],
         annotations: Annotated[Path | None, typer.Option(
-            "--annotations", "-a", help="Ground truth: per-video annotation JSON, or a W-TALC annotation "
-                                        "folder (pickled arrays: trusted data only). With a checkpoint: "
-                                        "default the dataset's own.")] = None,
+            "--annotations", "-a", help="Ground truth: a dataset folder of either layout, its annotation JSON, "
+                                        "or a W-TALC annotation folder (pickled arrays: trusted data only). "
+                                        "With a checkpoint: default the dataset's own.")] = None,
         data: Annotated[Path | None, typer.Option(
             "--data", "-d", help="With a checkpoint: the dataset whose features to run it on "
                                  "(subset 'auto' = the run's test split).")] = None,

@@ -123,3 +123,27 @@ def test_json_log_and_quiet_in_every_long_command(tiny_data, tmp_path, monkeypat
     assert "backend" in brief and "top class" not in brief and "detections, T =" not in brief
     loud = cli(*runs["detect"])
     assert "backend" in loud.stdout  # -q and --json did not leave the console quiet
+
+
+def test_annotations_take_a_dataset_folder_of_either_layout(built_bundle, tmp_path):
+    """`-a` in detect and eval: the per-video dataset folder, its annotation JSON, the W-TALC
+    dataset folder or its annotation folder all give the same ground truth and the same mAP."""
+    from hamnet_deploy.training.synth import SynthConfig, generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, SynthConfig(videos=8, dim=16, num_classes=3, seed=5), wtalc=True, workers=1)
+    wtalc = data / "wtalc"
+    annotation_folder = next(p for p in wtalc.iterdir() if p.is_dir() and p.name.endswith("Annotations"))
+    results = tmp_path / "r.json"
+    assert cli("detect", data / "videos", "--model", built_bundle, "--out", results).exit_code == 0
+    maps, clipped = [], []
+    for i, gt in enumerate((data, data / "annotations.json", wtalc, annotation_folder)):
+        report = tmp_path / f"e{i}.json"
+        result = cli("eval", results, "-a", gt, "--out", report)
+        assert result.exit_code == 0, (gt, result.output)
+        maps.append(json.loads(report.read_text())["average_mAP"])
+        assert cli("detect", data / "videos", "--model", built_bundle, "-a", gt, "--out", tmp_path / f"d{i}.json"
+                   ).exit_code == 0
+        clipped.append(json.loads((tmp_path / f"d{i}.json").read_text()))  # durations clip detections
+    assert len(set(maps)) == 1
+    assert all(c == clipped[0] for c in clipped)
