@@ -21,8 +21,11 @@ from hamnet_deploy.runtime.events import Reporter, emitter
 
 
 def default_out(checkpoint: Path) -> Path:
-    """CHECKPOINT/bundle for a run folder; RUN/bundle-epoch-N for an epoch folder inside a run."""
+    """CHECKPOINT/bundle for a run folder; RUN/bundle-epoch-N for an epoch folder inside a
+    run; RUN/bundle-latest (-best) for a pointer file."""
     checkpoint = Path(checkpoint)
+    if checkpoint.suffix == ".json" and checkpoint.stem in ("latest", "best"):
+        return checkpoint.parent / f"bundle-{checkpoint.stem}"
     if checkpoint.parent.name == "checkpoints" and checkpoint.name.startswith("epoch-"):
         return checkpoint.parent.parent / f"bundle-{checkpoint.name}"
     return checkpoint / "bundle"
@@ -86,7 +89,7 @@ def recorded_videos(model: Path) -> Path | None:
         if (model / MANIFEST).is_file():
             config = load_bundle(model, verify=False).manifest.config
         else:
-            runs = [model, model.parent.parent]  # a run folder, or its checkpoints/epoch-N
+            runs = [model, model.parent, model.parent.parent]  # a run folder, a pointer in it, an epoch folder
             found = next(r / "config.json" for r in runs if (r / "config.json").is_file())
             config = json.loads((found).read_text(encoding="utf-8"))
         data = config.get("data", {}).get("path")

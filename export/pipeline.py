@@ -100,7 +100,14 @@ def _run_export(checkpoint: Path, out: Path, options: ExportOptions, report: Rep
     loaded = load_model(checkpoint)
     model = loaded.model
     emit("export.load", "stage", state="done")
-    emit("export.model", "note", f"model: {loaded.checkpoint.path} (epoch {loaded.checkpoint.epoch}): D = "
+    ckpt = loaded.checkpoint
+    if ckpt.chosen.startswith("best"):
+        which = f"{checkpoint}: {ckpt.chosen}; {Path(checkpoint) / 'latest.json'} would take the last"
+    elif ckpt.chosen.startswith("last"):
+        which = f"{checkpoint}: {ckpt.chosen}"
+    else:
+        which = f"{ckpt.path} (epoch {ckpt.epoch})"
+    emit("export.model", "note", f"model: {which}: D = "
                                  f"{model.feature_dim}, {model.num_classes} classes, receptive radius "
                                  f"{model.receptive_radius}", checkpoint=str(loaded.checkpoint.path),
          epoch=loaded.checkpoint.epoch)

@@ -114,6 +114,15 @@ class RichReporter:
         self.out.print(f"[bold]epoch {event.data['epoch']}[/] test split:")
         display.print_summary(event.data["summary"], self.out)
 
+    def _train_health(self, event: Event) -> None:
+        health = event.data["health"]
+        self.out.print("[yellow]warning:[/] the model learned nothing:")
+        for sign in health["signs"]:
+            self.out.print(f"  - {display.p(sign)}", highlight=False, soft_wrap=True)
+        self.out.print("likely causes:")
+        for cause in health["causes"]:
+            self.out.print(f"  - {display.p(cause)}", highlight=False, soft_wrap=True)
+
     # ------------------------------------------------------------------ export
     def _export_parity(self, event: Event) -> None:
         report = event.data["report"]

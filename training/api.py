@@ -44,7 +44,7 @@ def train(data: str | os.PathLike | None = None, *, out: str | os.PathLike | Non
             data = Path(cfg.data.path)
     else:
         cfg = load_recipe(recipe)
-        run_dir = Path(out) if out is not None else Path(cfg.output_dir)
+        run_dir = Path(out) if out is not None else None
     sets = list(sets)
     if sets:
         cfg = cfg.with_overrides(sets)
@@ -55,6 +55,11 @@ def train(data: str | os.PathLike | None = None, *, out: str | os.PathLike | Non
                 cfg = cfg.with_overrides([f"{key}={value}"])
             except ConfigError as exc:
                 raise ConfigError(str(exc).replace(f"--set {key}=", f"--{key.replace('_', '-')} ", 1)) from None
+    numbered = ""
+    if run_dir is None:  # the default folder: a new run never fails because an earlier one is there
+        run_dir = next_free(Path(cfg.output_dir))
+        if run_dir != Path(cfg.output_dir):
+            numbered = f" ({cfg.output_dir} is taken)"
     if data is None:
         from hamnet_deploy.training.embedded import embedded_dataset
 
@@ -68,7 +73,7 @@ def train(data: str | os.PathLike | None = None, *, out: str | os.PathLike | Non
     emit("train.load", "stage", state="done")
     emit("train.data", "note", f"data: {dataset.source or data}: {len(dataset)} videos, {dataset.num_classes} "
                                f"classes, D = {dataset.feature_dim}")
-    emit("train.run", "note", f"run: {run_dir}  recipe {cfg.recipe}, {cfg.epochs} epochs"
+    emit("train.run", "note", f"run: {run_dir}{numbered}  recipe {cfg.recipe}, {cfg.epochs} epochs"
                               + (f", ablation {cfg.ablation}" if cfg.ablation else "")
                               + (" (resuming)" if resume else ""), run=str(run_dir))
     try:
@@ -80,6 +85,17 @@ def train(data: str | os.PathLike | None = None, *, out: str | os.PathLike | Non
                           f"{cfg.model.attention_dim}, model.feature_dim={cfg.model.feature_dim}, data.batch_size="
                           f"{cfg.data.batch_size}, data.num_snippets={cfg.data.num_snippets}); lower them with "
                           "--set") from None
+
+
+def next_free(base: Path) -> Path:
+    """`base` if nothing is there, else the first free `base-2`, `base-3`, ... (as
+    Ultralytics numbers its runs)."""
+    if not os.path.lexists(base):
+        return base
+    n = 2
+    while os.path.lexists(base.with_name(f"{base.name}-{n}")):
+        n += 1
+    return base.with_name(f"{base.name}-{n}")
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:

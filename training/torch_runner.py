@@ -54,6 +54,7 @@ class TorchRunner(BaseRunner):
         self.receptive_radius: int = 0
         self.snippet_seconds: float = 0.64
         self.epoch: int | None = None
+        self.chosen = ""  # which checkpoint a run folder gave ("best checkpoint (epoch 35, ...)")
         self.config: Any = None  # the checkpoint's TrainConfig, after activate()
         self._given = model
         self._model: Any = None
@@ -70,8 +71,11 @@ class TorchRunner(BaseRunner):
         return "the checkpoint's model" if self.checkpoint is not None else "the model"
 
     def describe(self) -> str:
-        epoch = f", epoch {self.epoch}" if self.epoch is not None else ""
-        source = f"checkpoint {self.checkpoint}{epoch}" if self.checkpoint is not None else "model in memory"
+        if self.chosen.startswith(("best", "last")):
+            source = f"{self.checkpoint}: {self.chosen}"
+        else:
+            epoch = f", epoch {self.epoch}" if self.epoch is not None else ""
+            source = f"checkpoint {self.checkpoint}{epoch}" if self.checkpoint is not None else "model in memory"
         return f"{source} on {self._device or self.device_name}"
 
     def activate_impl(self) -> None:
@@ -100,6 +104,7 @@ class TorchRunner(BaseRunner):
             self.postprocess = loaded.postprocess
             self.snippet_seconds = float(loaded.postprocess.snippet_seconds)
             self.epoch = loaded.checkpoint.epoch
+            self.chosen = loaded.checkpoint.chosen
             self.config = loaded.config
         self._model = model.eval()
         self.input_dim = int(model.feature_dim)

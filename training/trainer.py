@@ -32,11 +32,19 @@ from hamnet_deploy.runtime.locks import hold
 from hamnet_deploy.runtime.scoring import EvalSummary
 from hamnet_deploy.training import distributed as ddp
 from hamnet_deploy.training.batches import TrainSamples, collate
-from hamnet_deploy.training.checkpoint import CHECKPOINTS, LATEST, load_checkpoint, save_checkpoint
+from hamnet_deploy.training.checkpoint import (
+    CHECKPOINTS,
+    LATEST,
+    best_of,
+    load_checkpoint,
+    mark_best,
+    save_checkpoint,
+)
 from hamnet_deploy.training.config import TrainConfig
 from hamnet_deploy.training.dataset import WtalDataset
 from hamnet_deploy.training.device import amp_dtype, select_device
 from hamnet_deploy.training.evaluate import evaluate_model, postprocess_config
+from hamnet_deploy.training.health import Health, diagnose
 from hamnet_deploy.training.losses import HamNetLoss
 from hamnet_deploy.training.model import HamNet
 
@@ -53,6 +61,8 @@ class TrainOutcome:
     last_loss: dict[str, float] = field(default_factory=dict)
     last_eval: EvalSummary | None = None
     seconds: float = 0.0
+    best: tuple[int, float] | None = None  # (epoch, average mAP) of the best evaluated epoch
+    health: Health | None = None  # did it learn anything (None: no epoch ran)
 
 
 def fit_config_to_data(cfg: TrainConfig, data: WtalDataset) -> TrainConfig:
@@ -251,6 +261,7 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
              "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}
 
     outcome = TrainOutcome(run_dir, start_epoch - 1)
+    best = best_of(run_dir) if resume and main else None  # (epoch, average mAP)
     for epoch in range(start_epoch, cfg.epochs + 1):
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         sampler.set_epoch(epoch)
@@ -271,12 +282,40 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
                 outcome.last_eval = summary
                 record["eval"] = summary.to_dict()
                 emit("train.eval", "result", f"epoch {epoch} test split", epoch=epoch, summary=summary)
+                if summary.average == summary.average and (best is None or summary.average > best[1]):
+                    best = (epoch, summary.average)
+                    mark_best(run_dir, epoch, summary.average)
+                    record["best"] = True
+            if epoch == cfg.epochs:
+                outcome.health = _health(run_dir, record, cfg, train_set, test_set)
+                record["health"] = outcome.health.to_dict()
             _append_metrics(run_dir / METRICS_FILE, record)
             emit("train.epoch", "result", epoch=epoch, epochs=cfg.epochs, record=record)
+            if outcome.health is not None and outcome.health.dead:
+                emit("train.health", "warning", "the model learned nothing: " + "; ".join(outcome.health.signs),
+                     health=outcome.health.to_dict())
         ddp.barrier(info)
     ddp.shutdown(info)
     outcome.seconds = time.perf_counter() - started
+    outcome.best = best
     return outcome
+
+
+def _health(run_dir: Path, last: dict[str, Any], cfg: TrainConfig, train_set: WtalDataset,
+            test_set: WtalDataset | None) -> Health:
+    """Diagnose the run from its whole log: the earlier epochs' lines and this last one."""
+    records = []
+    path = run_dir / METRICS_FILE
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return diagnose([*records, last], cfg.model.num_classes, train_set.labels,
+                    None if test_set is None else test_set.labels, train_set.classes, cfg.optim.lr, cfg.epochs)
 
 
 def _resume(run_dir: Path, data: WtalDataset, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -24,7 +24,8 @@ def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="Dataset folder (per-video layout or W-TALC layout). "
                               "Default: the embedded synthetic dataset, generated once into the cache."),
     recipe: str = typer.Option("thumos14", "--recipe", "-r", help="Recipe name (thumos14, activitynet12) or JSON file."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder for checkpoints and logs [default: runs/<recipe>]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder for checkpoints and logs [default: runs/<recipe>, or runs/<recipe>-2, "
+                             "-3, ... if taken]."),
     epochs: int = typer.Option(None, "--epochs", help="Override the recipe's epoch count."),
     ablation: str = typer.Option(None, "--ablation", help="Paper Table 1 row: exp1 ... exp11 (exp11 = full HAM-Net)."),
     device: str = typer.Option(None, "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps."),
@@ -63,10 +64,21 @@ def train_command(
                           f"{p(run)}")
         raise typer.Exit(stop_code(exc)) from None
     run_dir = outcome.run_dir
+    health = outcome.health
     if as_json:
         json_line({"event": "train.done", "run": str(run_dir), "epochs": outcome.epochs,
-                   "seconds": round(outcome.seconds, 3), "last_loss": outcome.last_loss})
-    console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoint in {p(run_dir)}")
+                   "seconds": round(outcome.seconds, 3), "last_loss": outcome.last_loss,
+                   "best": None if outcome.best is None else {"epoch": outcome.best[0],
+                                                              "average_mAP": round(outcome.best[1], 6)},
+                   "health": None if health is None else health.to_dict()})
+    best = "" if outcome.best is None else (f"; best: epoch {outcome.best[0]} "
+                                             f"(average mAP {100 * outcome.best[1]:.1f} %)")
+    if health is not None and health.dead:
+        console.print(f"[yellow]done, but the model learned nothing[/] (causes above): {outcome.epochs} epochs in "
+                      f"{outcome.seconds:.1f} s, checkpoints in {p(run_dir)}")
+    else:
+        console.print(f"[green]done[/] in {outcome.seconds:.1f} s: {outcome.epochs} epochs, checkpoints in "
+                      f"{p(run_dir)}{best}")
     console.print(f"next: hamnet export {p(run_dir)}", highlight=False, soft_wrap=True)
 
 

@@ -116,8 +116,11 @@ def resolve_model(path: str | os.PathLike | None, environ: Mapping[str, str] | N
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    """A training run folder or one of its checkpoints/epoch-N folders (not a bundle)."""
+    """A training run folder, one of its checkpoints/epoch-N folders or its pointer files
+    (latest.json, best.json); not a bundle."""
     p = Path(path)
+    if p.name in ("latest.json", "best.json") and p.is_file():
+        return True
     return p.is_dir() and not (p / MANIFEST).is_file() and (
         (p / "latest.json").is_file() or (p / "state.json").is_file())
 

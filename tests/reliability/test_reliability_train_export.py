@@ -281,12 +281,14 @@ EXPORT_CASES = {
                                                         s["config"]["model"].update(num_classes=C + 1))),
                                        "weights do not fit"),
     "state-bad-postprocess": (_state(lambda s: s["postprocess"].update(nms="fastest")), "state.json"),
-    "latest-unreadable": (lambda r, c: (r / "latest.json").write_text("[1]"), "unreadable checkpoint pointer"),
-    "latest-dotdot": (lambda r, c: (r / "latest.json").write_text(json.dumps({"path": "../../etc"})),
-                      "leaves the run folder"),
-    "latest-absolute": (lambda r, c: (r / "latest.json").write_text(json.dumps({"path": "/etc"})),
-                        "leaves the run folder"),
 }
+for _pointer in ("latest", "best"):  # export takes best.json's checkpoint, else latest.json's
+    def _write(text, name=_pointer):
+        return lambda r, c: ((r / "best.json").unlink(missing_ok=True), (r / f"{name}.json").write_text(text))
+
+    EXPORT_CASES[f"{_pointer}-unreadable"] = (_write("[1]"), "unreadable checkpoint pointer")
+    EXPORT_CASES[f"{_pointer}-dotdot"] = (_write(json.dumps({"path": "../../etc"})), "leaves the run folder")
+    EXPORT_CASES[f"{_pointer}-absolute"] = (_write(json.dumps({"path": "/etc"})), "leaves the run folder")
 
 
 @pytest.mark.parametrize("case", sorted(EXPORT_CASES))
