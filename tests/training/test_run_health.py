@@ -108,9 +108,16 @@ def test_a_run_that_learned_keeps_its_best_checkpoint_and_export_takes_it(tmp_pa
 
 
 def test_pruning_keeps_the_last_two_and_the_best(tmp_path):
+    import shutil
+
     import torch
 
-    from hamnet_deploy.training.checkpoint import choose_checkpoint, load_checkpoint, mark_best, save_checkpoint
+    from hamnet_deploy.training.checkpoint import (
+        choose_checkpoint,
+        load_checkpoint,
+        mark_best,
+        save_checkpoint,
+    )
 
     net = torch.nn.Linear(2, 2)
     state = {"classes": ["a", "b"], "config": {}}
@@ -127,8 +134,6 @@ def test_pruning_keeps_the_last_two_and_the_best(tmp_path):
     assert choose_checkpoint(tmp_path / "best.json")[0].name == "epoch-0002"
     save_checkpoint(tmp_path, 6, net, None, state)
     assert (tmp_path / "checkpoints" / "epoch-0002").is_dir()
-    import shutil
-
     shutil.rmtree(tmp_path / "checkpoints" / "epoch-0002")  # the best is gone: the last, and it says why
     assert choose_checkpoint(tmp_path, "best") == (tmp_path / "checkpoints" / "epoch-0006",
                                                    "last checkpoint (epoch 6; no evaluation picked a best)")
