@@ -222,6 +222,23 @@ def _greedy_match(pred: np.ndarray, gt: np.ndarray, iou: np.ndarray, num_pred: i
     return matched
 
 
+def true_positives(segments: np.ndarray, labels: np.ndarray, dets: Detections, tiou: float = 0.5) -> np.ndarray:
+    """Which of one video's detections the evaluator counts as true positives at `tiou`
+    against its ground truth (`segments` (N, 2) seconds, `labels` (N,) class indices in
+    `dets.classes`): per class by descending score, each takes its best free segment."""
+    n = len(dets)
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    order = np.lexsort((np.arange(n), -dets.score, dets.label))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    pi, gi = _pairs(dets.label, labels)
+    iou = _tiou(dets.t_start.take(pi), dets.t_end.take(pi), segments[gi, 0], segments[gi, 1])
+    ok = iou >= tiou
+    matched = _greedy_match(rank.take(pi[ok]), gi[ok], iou[ok], n, labels.size)
+    return matched.take(rank)
+
+
 def evaluate_detection(gt: Annotations, dets: Detections, thresholds: Sequence[float] = THUMOS14_TIOU,
                        subset: str | None = None, exclude: Iterable[str] = (),
                        ambiguous: Mapping[str, np.ndarray] | None = None) -> DetectionResult:

@@ -117,6 +117,7 @@ def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, row
 def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device: str, batch_size: int,
                max_t: int | None, threads: int | None, post_sets: Sequence[str], post_flags: dict[str, Any],
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
+               plot_top: int = 5,
                classes_out: Path | None = None, as_json: bool = False, quiet: bool = False,
                recursive: bool, fp16: bool, force: bool = False) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
@@ -132,6 +133,8 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         require_matplotlib()
         if cas_mode not in CAS_MODES:
             raise ConfigError(f"--plot-cas {cas_mode!r}: choose one of {', '.join(CAS_MODES)}")
+        if not 1 <= plot_top <= 1000:
+            raise ConfigError(f"--plot-top {plot_top}: must be 1 to 1000 (detections drawn per class)")
         if plot.exists() and not plot.is_dir():
             raise ConfigError(f"--plot {plot}: exists and is not a folder; give a folder for the PNG files")
     if rows < 0:
@@ -162,7 +165,9 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         check_output(out, "--out", inputs, force)
         check_output(classes_out, "--out-classes", inputs, force)
         if plot is not None:
-            check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files])
+            from hamnet_deploy.runtime.plot_index import INDEX
+
+            check_output(plot, "--plot", inputs, force, [plot / f"{video_id(f)}.png" for f in files] + [plot / INDEX])
         selection, info, post = detector.selection, detector.info, detector.post
         console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
         console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
@@ -196,7 +201,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         results.to_classification(classes_out)
         console.print(f"wrote {p(classes_out)} (class probabilities of {len(order)} videos)", highlight=False)
     if plot is not None and order:
-        _plots(plot, order, run.outputs, dets, info, post, gt, cas_mode)
+        _plots(plot, order, run, info, post, gt, cas_mode, plot_top, quiet or as_json)
     if as_json:
         json_line({"event": "detect.done", "videos": len(order), "detections": len(dets),
                    "seconds": round(run.seconds, 4), "out": None if out is None else str(out),
@@ -216,17 +221,26 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _plots(folder: Path, order: Sequence[str], outputs: dict, dets: Any, info: Any, post: Any, gt: Any,
-           cas_mode: str) -> None:
+def _plots(folder: Path, order: Sequence[str], run: Any, info: Any, post: Any, gt: Any, cas_mode: str, top: int,
+           quiet: bool) -> None:
+    """One PNG per video and the index.html linking them, with a progress bar."""
+    from hamnet_deploy.runtime.plot_index import INDEX, write_index
     from hamnet_deploy.runtime.plotting import plot_video
 
-    with console.status(f"plotting {len(order)} videos into {p(folder)}"):
+    bar = Progress(TextColumn("[bold]plot[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True, disable=quiet or len(order) < 2)
+    summaries = []
+    with bar:
+        task = bar.add_task("plots", total=len(order))
         for v in order:
-            cas, att = outputs[v]
-            plot_video(folder / f"{v}.png", v, cas, att, dets.for_video(v), post.snippet_seconds,
-                       ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds,
-                       cas_mode=cas_mode)
-    console.print(f"wrote {len(order)} plots to {p(folder)}", highlight=False)
+            cas, att = run.outputs[v]
+            summaries.append(plot_video(
+                folder / f"{v}.png", v, cas, att, run.detections.for_video(v), post.snippet_seconds,
+                ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds, cas_mode=cas_mode,
+                class_probs=run.video_scores[v], class_threshold=post.class_threshold, top=top))
+            bar.advance(task)
+    write_index(folder, summaries, f"hamnet detect: {len(order)} videos")
+    console.print(f"wrote {len(order)} plots and {p(folder / INDEX)}", highlight=False, soft_wrap=True)
 
 
 @handle_errors
@@ -258,11 +272,13 @@ def detect_command(
                              ".csv, atomically."),
     classes_out: Path = typer.Option(None, "--out-classes", help="Also write video-level class probabilities "
                                      "(ActivityNet classification format, .json)."),
-    plot: Path = typer.Option(None, "--plot", help="Write one PNG per video here: attention, CAS of the detected "
-                              "classes, detections (and ground truth with --annotations). Needs matplotlib."),
+    plot: Path = typer.Option(None, "--plot", help="Write one PNG per video here and an index.html linking them: "
+                              "attention, CAS, the top detections per class with scores (true/false positives "
+                              "and ground truth with --annotations), class probabilities. Needs matplotlib."),
     annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth (a dataset folder of either "
                                      "layout, its annotation JSON or a W-TALC annotation folder): drawn in plots; "
                                      "its durations clip the detections."),
+    plot_top: int = typer.Option(5, "--plot-top", help="Detections drawn per class in plots (the best by score)."),
     cas_mode: str = typer.Option("softmax", "--plot-cas", help="CAS in plots: softmax (foreground probability) "
                                  "or sigmoid."),
     rows: int = typer.Option(30, "--rows", help="Table rows to print (0: all)."),
@@ -281,6 +297,7 @@ def detect_command(
                       post_flags={"class_threshold": class_threshold, "nms": nms, "max_detections": max_detections,
                                   "preset": preset, "conf": conf},
                       out=out, classes_out=classes_out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
+                      plot_top=plot_top,
                       recursive=recursive, fp16=fp16, force=force, as_json=as_json, quiet=quiet)
     if code:
         raise typer.Exit(code)

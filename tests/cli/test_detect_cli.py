@@ -130,9 +130,12 @@ def test_single_video_table_overrides_and_plots(trained, tmp_path):
     plots = tmp_path / "plots"
     result = detect(trained, *trained["test_files"][:2], "--plot", plots, "--annotations", trained["ann"])
     assert result.exit_code == 0, result.output
-    pngs = sorted(p.name for p in plots.iterdir())
+    pngs = sorted(p.name for p in plots.iterdir() if p.suffix == ".png")
     assert pngs == sorted(f"{f.stem}.png" for f in trained["test_files"][:2])
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    page = (plots / "index.html").read_text()
+    assert all(f'href="{p}"' in page and f'src="{p}"' in page for p in pngs)
+    assert "ground-truth segments" in page and f"wrote 2 plots and {plots / 'index.html'}" in result.output
 
 
 def read_results_via(trained, out, video, *args):
