@@ -51,7 +51,7 @@ def build_options(*, given: dict[str, Any], int8_cpu: bool, trt: bool, fp16: boo
                                  timing_cache=str(given["timing_cache"]) if given.get("timing_cache") else None,
                                  version_compatible=bool(given.get("version_compatible")),
                                  hardware_compatible=bool(given.get("hardware_compatible")), **kwargs)
-    extra = {k: given[k] for k in ("calib_videos",) if given.get(k) is not None}
+    extra = {k: given[k] for k in ("calib_videos", "triton_ensemble") if given.get(k) is not None}
     if given.get("max_batch") is not None:
         extra["triton_max_batch"] = given["max_batch"]
     return ExportOptions(opset=opset, force=force, skip_parity_long=bool(given.get("skip_parity_long")),
@@ -109,7 +109,7 @@ def export_bundle(model: str | os.PathLike, out: str | os.PathLike | None = None
     error if an optional engine failed). Arguments mean what the `hamnet export` options
     of the same name mean; `given`: the format-specific ones (`opset`, `calib_videos`,
     `min_t`, `opt_t`, `max_t`, `max_batch`, `workspace_mb`, `dla`, `timing_cache`,
-    `version_compatible`, `hardware_compatible`, `skip_parity_long`)."""
+    `version_compatible`, `hardware_compatible`, `skip_parity_long`, `triton_ensemble`)."""
     from hamnet_deploy.runtime.manifest import MANIFEST
 
     model = Path(model)

@@ -75,7 +75,7 @@ FORMATS: tuple[ExportFormat, ...] = (
                  "tensorrt", steps.tensorrt_step,
                  optional=True),
     ExportFormat("triton", "Triton model repository", "triton", None, None, True, True,
-                 ("max_batch",), (), None, steps.triton_step, after_bundle=True),
+                 ("max_batch", "triton_ensemble"), (), None, steps.triton_step, after_bundle=True),
 )
 FORMAT_KEYS = tuple(f.key for f in FORMATS)
 

@@ -146,6 +146,8 @@ class ExportOptions(Settings):
         trt: TensorRT engines to build (None: none).
         triton: also write a Triton model repository into this folder.
         triton_max_batch: Triton's max_batch_size.
+        triton_ensemble: also the ensemble that runs the post-processing in Triton
+            (features in, detections out).
         verify: accuracy guard: evaluate PyTorch and every exported model on this
             dataset's test split.
         allow_drop: with verify, report an mAP drop instead of failing.
@@ -164,6 +166,7 @@ class ExportOptions(Settings):
     trt: TrtOptions | None = None
     triton: str | None = None
     triton_max_batch: int = option(4, ge=1)
+    triton_ensemble: bool = False
     verify: str | None = None
     allow_drop: bool = False
     max_drop: float = option(1.0, ge=0.0)

@@ -131,7 +131,8 @@ def triton_step(ctx: ExportContext) -> StepResult:
     from hamnet_deploy.export.triton import write_triton_repository
 
     o = ctx.options
-    ctx.triton = write_triton_repository(ctx.bundle, o.triton, max_batch=o.triton_max_batch, force=o.force)
+    ctx.triton = write_triton_repository(ctx.bundle, o.triton, max_batch=o.triton_max_batch, force=o.force,
+                                         ensemble=o.triton_ensemble)
     return StepResult([], None, "models " + ", ".join(str(f) for f in ctx.triton))
 
 

@@ -9,9 +9,11 @@
     DIR/hamnet_trt/1/model.plan
 
 Tensors: `features` [-1, D] in, `cas` [-1, C+1] and `attention` [-1, 1] out, with
-`max_batch_size` (the batch dimension is implicit in Triton configs). Triton batches
-only requests of the same T; the post-processing runs on the client (the runtime's
-NumPy code with the manifest's settings). A TensorRT plan loads only in a Triton whose
+`max_batch_size` (the batch dimension is implicit in Triton configs) and dynamic
+batching (Triton batches requests of the same T). The post-processing runs on the
+client (the runtime's NumPy code with the manifest's settings), or in Triton with
+`ensemble=True` (`export.triton_ensemble`: `hamnet_detect`, features in, detections
+out). A TensorRT plan loads only in a Triton whose
 TensorRT version and GPU match the engine's (recorded in the manifest).
 
 Each model folder is built beside its final place and renamed in; existing model
@@ -25,7 +27,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hamnet_deploy.runtime.bundle import Bundle
@@ -37,29 +39,39 @@ from hamnet_deploy.runtime.trt_compat import precision_rank
 MODEL_NAME = "hamnet"
 LABELS_FILE = "labels.txt"
 MANIFEST_COPY = "hamnet_manifest.json"
+QUEUE_DELAY_US = 500
+"""Dynamic batching: how long a request waits for others of the same T (microseconds)."""
 
 
 @dataclass(frozen=True)
 class TritonModel:
-    """One model folder of the repository."""
+    """One model folder of the repository: its config and files (relative path -> source
+    file or text)."""
 
     name: str
-    platform: str
-    source: Path
-    filename: str
-    max_batch_size: int
-    kind: str
+    config: str
+    files: dict[str, Path | str] = field(default_factory=dict)
+    with_labels: bool = True  # labels.txt and the manifest copy beside config.pbtxt
 
 
-def _tensor(name: str, dims: Sequence[int], label_file: str | None = None) -> str:
-    label = f'\n    label_filename: "{label_file}"' if label_file else ""
-    return (f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]'
-            f"{label}\n  }}")
+def tensor(name: str, dims: Sequence[int], data_type: str = "TYPE_FP32", label_file: str | None = None,
+           optional: bool = False) -> str:
+    """One `input`/`output` entry of a config.pbtxt."""
+    extra = f'\n    label_filename: "{label_file}"' if label_file else ""
+    extra += "\n    optional: true" if optional else ""
+    return (f'  {{\n    name: "{name}"\n    data_type: {data_type}\n    dims: [ {", ".join(map(str, dims))} ]'
+            f"{extra}\n  }}")
+
+
+def config_lines(lines: Sequence[str]) -> str:
+    return "\n".join(lines) + "\n"
 
 
 def config_pbtxt(name: str, platform: str, feature_dim: int, num_classes: int, max_batch_size: int,
-                 filename: str, gpu: bool | None = None) -> str:
-    """Text of a Triton `config.pbtxt` for the HAM-Net graph (T dynamic: -1)."""
+                 filename: str, gpu: bool | None = None, queue_delay_us: int = QUEUE_DELAY_US) -> str:
+    """Text of a Triton `config.pbtxt` for the HAM-Net graph (T dynamic: -1), with
+    dynamic batching (requests of the same T are batched, waiting at most
+    `queue_delay_us` for company)."""
     if max_batch_size < 1:
         raise BundleError(f"Triton max_batch_size {max_batch_size}: must be >= 1")
     lines = [
@@ -67,14 +79,15 @@ def config_pbtxt(name: str, platform: str, feature_dim: int, num_classes: int, m
         f'platform: "{platform}"',
         f"max_batch_size: {int(max_batch_size)}",
         f'default_model_filename: "{filename}"',
-        "input [\n" + _tensor("features", [-1, feature_dim]) + "\n]",
-        "output [\n" + ",\n".join([_tensor("cas", [-1, num_classes + 1], LABELS_FILE),
-                                  _tensor("attention", [-1, 1])]) + "\n]",
+        "input [\n" + tensor("features", [-1, feature_dim]) + "\n]",
+        "output [\n" + ",\n".join([tensor("cas", [-1, num_classes + 1], label_file=LABELS_FILE),
+                                    tensor("attention", [-1, 1])]) + "\n]",
+        f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(queue_delay_us)}\n}}",
     ]
     if gpu is not None:
         kind = "KIND_GPU" if gpu else "KIND_CPU"
         lines.append(f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]")
-    return "\n".join(lines) + "\n"
+    return config_lines(lines)
 
 
 def pick_engine(engines: Sequence[EngineEntry]) -> EngineEntry | None:
@@ -84,34 +97,62 @@ def pick_engine(engines: Sequence[EngineEntry]) -> EngineEntry | None:
     return min(gpu, key=lambda e: precision_rank(e.precision)) if gpu else None
 
 
-def plan_models(bundle: Bundle, max_batch: int = 4) -> list[TritonModel]:
-    """The model folders to write for `bundle`."""
-    models = [TritonModel(MODEL_NAME, "onnxruntime_onnx", bundle.model_path(ONNX), "model.onnx",
-                          max_batch, ONNX)]
+def plan_models(bundle: Bundle, max_batch: int = 4, ensemble: bool = False) -> list[TritonModel]:
+    """The model folders to write for `bundle` (with `ensemble`: also the
+    post-processing model and the features -> detections ensemble)."""
+    d, c = bundle.feature_dim, bundle.num_classes
+    models = [TritonModel(MODEL_NAME, config_pbtxt(MODEL_NAME, "onnxruntime_onnx", d, c, max_batch, "model.onnx"),
+                          {"1/model.onnx": bundle.model_path(ONNX)})]
     if bundle.has(ONNX_INT8):
-        models.append(TritonModel(f"{MODEL_NAME}_int8", "onnxruntime_onnx", bundle.model_path(ONNX_INT8),
-                                  "model.onnx", max_batch, ONNX_INT8))
+        name = f"{MODEL_NAME}_int8"
+        models.append(TritonModel(name, config_pbtxt(name, "onnxruntime_onnx", d, c, max_batch, "model.onnx"),
+                                  {"1/model.onnx": bundle.model_path(ONNX_INT8)}))
     engine = pick_engine(bundle.engines)
     if engine is not None:
-        models.append(TritonModel(f"{MODEL_NAME}_trt", "tensorrt_plan", bundle.engine_path(engine),
-                                  "model.plan", engine.profile.max_batch, "tensorrt"))
+        name = f"{MODEL_NAME}_trt"
+        models.append(TritonModel(name, config_pbtxt(name, "tensorrt_plan", d, c, engine.profile.max_batch,
+                                                     "model.plan", gpu=True),
+                                  {"1/model.plan": bundle.engine_path(engine)}))
+    if ensemble:
+        from hamnet_deploy.export import triton_ensemble as te
+
+        files: dict[str, Path | str] = {"1/model.py": te.POST_SOURCE, "1/hamnet_deploy/__init__.py": te.PACKAGE_INIT}
+        files.update({f"1/{k}": v for k, v in te.runtime_files().items()})
+        models.append(TritonModel(te.POST_NAME, te.post_config(c), files))
+        models.append(TritonModel(te.ENSEMBLE_NAME, te.ensemble_config(d, c), {"1/.keep": ""}, with_labels=False))
     return models
 
 
+def _ours(model: TritonModel) -> set[str]:
+    """Relative paths this writer makes in `model`'s folder (files and their folders)."""
+    paths = {"config.pbtxt", *model.files}
+    if model.with_labels:
+        paths |= {LABELS_FILE, MANIFEST_COPY}
+    for name in list(paths):
+        parts = name.split("/")
+        paths |= {"/".join(parts[:i]) for i in range(1, len(parts))}
+    return paths
+
+
 def _not_ours(folder: Path, model: TritonModel) -> list[str]:
-    """Files and folders under `folder` other than those this writer makes for `model`."""
-    ours = {"1", f"1/{model.filename}", "config.pbtxt", LABELS_FILE, MANIFEST_COPY}
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.relative_to(folder).as_posix() not in ours)
+    """Files and folders under `folder` other than those this writer makes for `model`
+    (Python's `__pycache__` of the files it wrote counts as its own)."""
+    ours = _ours(model)
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if rel not in ours and "__pycache__" not in rel.split("/"):
+            found.append(rel)
+    return sorted(found)
 
 
 def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_batch: int = 4,
-                            force: bool = False) -> list[Path]:
+                            force: bool = False, ensemble: bool = False) -> list[Path]:
     """Write the model folders of `bundle` into the repository `out_dir`; returns them."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out}: exists and is not a folder; choose another --triton folder")
-    models = plan_models(bundle, max_batch)
+    models = plan_models(bundle, max_batch, ensemble)
     for m in models:
         final = out / m.name
         if final.exists() and not force:
@@ -135,13 +176,16 @@ def write_triton_repository(bundle: Bundle, out_dir: str | os.PathLike, *, max_b
     for m in models:
         final = out / m.name
         with staging(final, replace=True) as tmp:
-            (tmp / "1").mkdir()
-            shutil.copyfile(m.source, tmp / "1" / m.filename)
-            gpu = True if m.kind == "tensorrt" else None
-            (tmp / "config.pbtxt").write_text(config_pbtxt(
-                m.name, m.platform, bundle.feature_dim, bundle.num_classes, m.max_batch_size,
-                m.filename, gpu))
-            (tmp / LABELS_FILE).write_text(labels)
-            (tmp / MANIFEST_COPY).write_text(manifest)
+            for rel, source in m.files.items():
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(source, Path):
+                    shutil.copyfile(source, target)
+                else:
+                    target.write_text(source)
+            (tmp / "config.pbtxt").write_text(m.config)
+            if m.with_labels:
+                (tmp / LABELS_FILE).write_text(labels)
+                (tmp / MANIFEST_COPY).write_text(manifest)
         written.append(final)
     return written

@@ -47,6 +47,9 @@ def export_command(
     hardware_compatible: bool = typer.Option(False, "--hardware-compatible", help="TensorRT 8.6+: an engine "
                                              "any Ampere or newer discrete GPU runs (slower)."),
     triton: Path = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
+    triton_ensemble: bool = typer.Option(False, "--triton-ensemble", help="With --triton: also an ensemble "
+                                         "that runs the post-processing in Triton (features in, detections "
+                                         "out; Python backend, NumPy)."),
     verify: Path = typer.Option(None, "--verify", help="Accuracy guard: evaluate PyTorch and every exported "
                                 "model on this dataset's test split."),
     allow_drop: bool = typer.Option(False, "--allow-drop", help="With --verify: report an mAP drop instead "
@@ -66,7 +69,7 @@ def export_command(
              "min_t": min_t, "opt_t": opt_t, "max_t": max_t, "max_batch": max_batch,
              "workspace_mb": workspace_mb, "dla": dla, "timing_cache": timing_cache,
              "version_compatible": version_compatible, "hardware_compatible": hardware_compatible,
-             "skip_parity_long": skip_parity_long}
+             "skip_parity_long": skip_parity_long, "triton_ensemble": triton_ensemble}
     from hamnet_deploy.runtime.manifest import MANIFEST
 
     report = make_reporter(console, quiet, as_json)
