@@ -9,12 +9,12 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import quote
 
 from hamnet_deploy.runtime.fileio import write_text_atomic
 from hamnet_deploy.runtime.plotting import TP_TIOU, PlotSummary
 
 INDEX = "index.html"
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -27,6 +27,11 @@ img { width: 360px; border: 1px solid #ccc; }
 """
 
 
+def _href(name: str) -> str:
+    """A file name as a relative URL (percent-encoded UTF-8: spaces, '#', '?' and the rest)."""
+    return "".join(ch if ch in _SAFE else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in name)
+
+
 def write_index(folder: str | os.PathLike, plots: Sequence[PlotSummary], title: str = "hamnet detect") -> Path:
     """Write FOLDER/index.html for `plots` (atomically); returns its path."""
     folder = Path(folder)
@@ -37,7 +42,7 @@ def write_index(folder: str | os.PathLike, plots: Sequence[PlotSummary], title: 
     head.append("plot")
     rows = []
     for s in plots:
-        link = quote(s.file)
+        link = _href(s.file)
         prob = "" if s.top_probability is None else f" ({s.top_probability:.2f})"
         cells = [f"<td>{html.escape(s.video)}</td>",
                  f'<td class="num">{s.seconds:.1f} s ({s.snippets} snippets)</td>',
