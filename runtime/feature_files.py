@@ -10,6 +10,7 @@ report a bad file and go on with the rest.
 from __future__ import annotations
 
 import glob
+import io
 import lzma
 import os
 import struct
@@ -133,7 +134,7 @@ def check_npy_header(fh: IO[bytes], available: int, where: str) -> None:
                         f"but only {max(left, 0):,} bytes follow; re-save the features")
 
 
-def _npz_member(archive: Any, key: str, path: Path) -> np.ndarray:
+def _npz_member(archive: Any, key: str, path: Path | str) -> np.ndarray:
     """One array of an open .npz, its header checked against the member's real size first."""
     zf = archive.zip
     name = key + ".npy" if key + ".npy" in zf.namelist() else key
@@ -152,15 +153,22 @@ def _npz_member(archive: Any, key: str, path: Path) -> np.ndarray:
     return archive[key]
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """The one array of a .npy, or of a .npz (its only array, or the one named `features`)."""
+def _read_array(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The one array of a .npy, or of a .npz (its only array, or the one named `features`);
+    from `data` (the file's bytes, as Ray Data reads them) when given, `path` naming it."""
+    source: Any = path if data is None else io.BytesIO(data)
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(_NPY_MAGIC))
-            size = os.fstat(fh.fileno()).st_size
+        if data is None:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_NPY_MAGIC))
+                size = os.fstat(fh.fileno()).st_size
+                if head == _NPY_MAGIC:
+                    fh.seek(0)
+                    check_npy_header(fh, size, str(path))
+        else:
+            head = data[:len(_NPY_MAGIC)]
             if head == _NPY_MAGIC:
-                fh.seek(0)
-                check_npy_header(fh, size, str(path))
+                check_npy_header(io.BytesIO(data), len(data), str(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the file") from None
     if not head:
@@ -173,8 +181,8 @@ def _read_array(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a NumPy .npy/.npz file (truncated or corrupt); re-save the features")
     try:
         if not is_zip:
-            return np.load(path, allow_pickle=False)
-        with np.load(path, allow_pickle=False) as archive:
+            return np.load(source, allow_pickle=False)
+        with np.load(source, allow_pickle=False) as archive:
             keys = list(archive.files)
             if NPZ_KEY in keys:
                 return _npz_member(archive, NPZ_KEY, path)
@@ -231,3 +239,9 @@ def load_features(path: str | os.PathLike, feature_dim: int | None = None) -> np
     """
     path = Path(path)
     return check_features(_read_array(path), str(path), feature_dim)
+
+
+def load_feature_bytes(data: bytes, name: str, feature_dim: int | None = None) -> np.ndarray:
+    """`load_features` of a file's bytes (`name`: the file's path or URL, for messages):
+    the same checks, and never pickle."""
+    return check_features(_read_array(name, bytes(data)), name, feature_dim)

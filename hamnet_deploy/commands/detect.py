@@ -119,14 +119,25 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
                out: Path | None, plot: Path | None, annotations: Path | None, cas_mode: str, rows: int,
                plot_top: int = 5,
                classes_out: Path | None = None, as_json: bool = False, quiet: bool = False,
-               recursive: bool, fp16: bool, force: bool = False) -> int:
+               recursive: bool, fp16: bool, force: bool = False, shards: Path | None = None,
+               shard: str | None = None, skip_existing: bool = False, merge: Path | None = None,
+               ray: str | None = None, workers: int | None = None) -> int:
     """The command without argument parsing; returns the exit code (0, or 1 when a file failed)."""
+    from hamnet_deploy.commands import sharded
     from hamnet_deploy.runtime.backends.select import resolve_model
     from hamnet_deploy.runtime.detector import Detector
     from hamnet_deploy.runtime.feature_files import video_id
     from hamnet_deploy.runtime.fileio import check_output
 
     _check_out(out)
+    if merge is not None:
+        if paths:
+            raise ConfigError(f"--merge {merge} merges results already written: drop the feature paths")
+        return sharded.merge_into(merge, out, classes_out, force, as_json)
+    if not paths:
+        raise ConfigError("no feature files given: pass .npy/.npz files, folders or globs (or --merge DIR)")
+    is_sharded = shards is not None or shard is not None or skip_existing or ray is not None
+    shard_index = sharded.check_options(shard=shard, out=out, plot=plot, ray=ray) if is_sharded else None
     if plot is not None:
         from hamnet_deploy.runtime.plotting import CAS_MODES, require_matplotlib
 
@@ -172,6 +183,16 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
         console.print(f"[dim]why: {p(selection.reason)}[/]", soft_wrap=True, highlight=False)
         durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
+        if is_sharded:
+            folder = sharded.shards_folder(shards, out, "--shard/--skip-existing" if ray is None else "--ray")
+            written, failed_n, skipped, seconds = sharded.run_local(
+                detector, items, folder, shard=shard_index, skip_existing=skip_existing, durations=durations,
+                quiet=quiet or as_json)
+            sharded.report(folder, written, failed_n, skipped, seconds, as_json)
+            code = 1 if failed_n else 0
+            if out is None and classes_out is None:
+                return code
+            return sharded.merge_into(folder, out, classes_out, True, as_json) or code
         bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
                        TimeElapsedColumn(), console=err_console, transient=True,
                        disable=len(items) < 2 or quiet or as_json)
@@ -245,7 +266,7 @@ def _plots(folder: Path, order: Sequence[str], run: Any, info: Any, post: Any, g
 
 @handle_errors
 def detect_command(
-    paths: list[str] = typer.Argument(..., help="Feature files (.npy / .npz, T x D), folders of them, or globs "
+    paths: list[str] = typer.Argument(None, help="Feature files (.npy / .npz, T x D), folders of them, or globs "
                                       "('feats/*.npy', 'feats/**/*.npz'). Video id = file name without suffix."),
     model: Path = typer.Option(None, "--model", "-m", help="Bundle folder from hamnet export (default: "
                                "$HAMNET_MODEL, else ./bundle), or a training run folder (runs with PyTorch)."),
@@ -286,6 +307,14 @@ def detect_command(
     fp16: bool = typer.Option(False, "--fp16", help="With --backend onnxruntime-tensorrt: let ONNX Runtime's "
                               "TensorRT provider run in FP16."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing --out file or --plot images."),
+    shards: Path = typer.Option(None, "--shards", help="Write results into this folder as JSON lines as videos "
+                                "finish (resumable with --skip-existing; merge with --merge). Default with "
+                                "--out: R.shards beside R.json."),
+    shard: str = typer.Option(None, "--shard", help="I/N: run only shard I of N (0-based, by video id) into "
+                              "--shards, e.g. one task of a job array."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip videos that already have results in "
+                                       "--shards (continue a stopped run)."),
+    merge: Path = typer.Option(None, "--merge", help="Merge a --shards folder into --out (no feature paths)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line on stdout, nothing else."),
 ) -> None:
@@ -298,7 +327,8 @@ def detect_command(
                                   "preset": preset, "conf": conf},
                       out=out, classes_out=classes_out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
                       plot_top=plot_top,
-                      recursive=recursive, fp16=fp16, force=force, as_json=as_json, quiet=quiet)
+                      recursive=recursive, fp16=fp16, force=force, as_json=as_json, quiet=quiet, shards=shards,
+                      shard=shard, skip_existing=skip_existing, merge=merge)
     if code:
         raise typer.Exit(code)
 

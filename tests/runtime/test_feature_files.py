@@ -128,3 +128,23 @@ def test_find_files_folders_globs_and_missing(tmp_path):
 def test_video_ids(tmp_path):
     assert video_id(tmp_path / "video_test_0000004.npy") == "video_test_0000004"
     assert video_id("a/v.1.npz") == "v.1"
+
+
+def test_bytes_are_read_with_the_same_checks_as_files(tmp_path):
+    """What Ray Data hands an actor (a file's bytes) goes through the one reader."""
+    from hamnet_deploy.runtime.feature_files import load_feature_bytes, load_features
+
+    x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.savez_compressed(tmp_path / "b.npz", features=x)
+    for name in ("a.npy", "b.npz"):
+        data = (tmp_path / name).read_bytes()
+        assert np.array_equal(load_feature_bytes(data, f"s3://bucket/{name}", 4), load_features(tmp_path / name, 4))
+    np.save(tmp_path / "o.npy", np.array([object()], dtype=object), allow_pickle=True)
+    for data, needle in ((b"", "empty file"), (b"\x80\x04junk", "a pickle, refused"),
+                         ((tmp_path / "o.npy").read_bytes(), "object array"),
+                         ((tmp_path / "a.npy").read_bytes()[:90], "truncated or corrupt")):
+        with pytest.raises(DataError, match=needle):
+            load_feature_bytes(data, "s3://bucket/x.npy", 4)
+    with pytest.raises(DataError, match="s3://bucket/x.npy: features are 4-D but 5-D"):
+        load_feature_bytes((tmp_path / "a.npy").read_bytes(), "s3://bucket/x.npy", 5)
