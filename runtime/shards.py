@@ -195,9 +195,10 @@ def merge(folder: str | os.PathLike) -> Results:
     return Results(classes, ok + bad, {"seconds": seconds})
 
 
-def model_id(detector: Any) -> str:
-    """Which model and backend a detector runs, for the folder record: the backend name and
-    the checksum of what it loads (a bundle's manifest lists every file's checksum)."""
+def model_id(detector: Any, backend: str | None = None) -> str:
+    """Which model and backend a detector runs, for the folder record: the backend name
+    (or `backend`, e.g. what Ray workers are asked to run) and the checksum of what it
+    loads (a bundle's manifest lists every file's checksum)."""
     import hashlib
 
     info = detector.info
@@ -206,11 +207,11 @@ def model_id(detector: Any) -> str:
     digest = ""
     if target.is_file():
         digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
-    return f"{detector.selection.backend}:{info.kind}:{digest or source.resolve()}"
+    return f"{backend or detector.selection.backend}:{info.kind}:{digest or source.resolve()}"
 
 
-def detector_meta(detector: Any) -> dict[str, Any]:
-    return meta_for(detector.info.classes, detector.post.to_dict(), model_id(detector))
+def detector_meta(detector: Any, backend: str | None = None) -> dict[str, Any]:
+    return meta_for(detector.info.classes, detector.post.to_dict(), model_id(detector, backend))
 
 
 def pending(items: Sequence[tuple[str, Any]], folder: Path, skip_existing: bool,

@@ -167,6 +167,16 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         detector = Detector(model_path, backend=backend, device=device, threads=threads, batch_size=batch_size,
                             max_t=max_t, sets=post_sets, ort_trt=ort_trt, **post_flags)
     with detector:
+        if ray is not None:
+            gt_durations = {v: a.duration for v, a in gt.videos.items()} if gt is not None else None
+            console.print(f"[bold]model[/] {p(model_path)}; the workers choose their backend ({p(backend)}, device "
+                          f"{p(device)})", highlight=False, soft_wrap=True)
+            return sharded.run_ray(detector, list(paths), address=ray, workers=workers, threads=threads,
+                                   options={"backend": backend, "device": device, "batch_size": batch_size,
+                                            "max_t": max_t, "sets": list(post_sets), **post_flags},
+                                   model=model_path, recursive=recursive, shards=shards, out=out,
+                                   classes_out=classes_out, skip_existing=skip_existing, durations=gt_durations,
+                                   force=force, quiet=quiet or as_json, as_json=as_json)
         items = detector.expand(paths, recursive=recursive)
         files = [src for _, src in items if isinstance(src, Path)]
         if not files:
@@ -315,6 +325,10 @@ def detect_command(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip videos that already have results in "
                                        "--shards (continue a stopped run)."),
     merge: Path = typer.Option(None, "--merge", help="Merge a --shards folder into --out (no feature paths)."),
+    ray: str = typer.Option(None, "--ray", help="Run on Ray: a cluster address, auto (this machine's cluster) or "
+                            "local (start one here); results go to --shards, then --out. Needs the ray extra."),
+    workers: int = typer.Option(None, "--workers", help="With --ray: actors, each with one runner (default 1; "
+                                "one GPU each on GPU backends)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line on stdout, nothing else."),
 ) -> None:
@@ -328,7 +342,7 @@ def detect_command(
                       out=out, classes_out=classes_out, plot=plot, annotations=annotations, cas_mode=cas_mode, rows=rows,
                       plot_top=plot_top,
                       recursive=recursive, fp16=fp16, force=force, as_json=as_json, quiet=quiet, shards=shards,
-                      shard=shard, skip_existing=skip_existing, merge=merge)
+                      shard=shard, skip_existing=skip_existing, merge=merge, ray=ray, workers=workers)
     if code:
         raise typer.Exit(code)
 

@@ -5,6 +5,7 @@ and `--merge DIR` into one results file. The work is `runtime.shards` (local) an
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,75 @@ def merge_into(folder: Path, out: Path | None, classes_out: Path | None, force: 
         json_line({"event": "detect.merge", "shards": str(folder), "videos": ran, "failed": len(failed),
                    "detections": len(results.detections), "out": None if out is None else str(out)})
     return 1 if failed else 0
+
+
+def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | None, threads: int | None,
+            options: dict[str, Any], model: Path, recursive: bool, shards: Path | None, out: Path | None,
+            classes_out: Path | None, skip_existing: bool, durations: Any, force: bool, quiet: bool,
+            as_json: bool) -> int:
+    """`--ray ADDRESS`: the pending inputs on a Ray actor pool into the shard folder, then
+    merged into --out; exit code."""
+    from hamnet_deploy.runtime import ray_detect as rd
+    from hamnet_deploy.runtime import shards as sh
+    from hamnet_deploy.runtime.errors import DataError
+    from hamnet_deploy.runtime.fileio import check_output
+
+    rd.require_ray()
+    if workers is not None and not 1 <= workers <= 100_000:
+        raise ConfigError(f"--workers {workers}: must be 1 to 100000 (actors, each with one runner)")
+    sources, lost = rd.list_inputs(paths, recursive)
+    if not sources:
+        detail = "; ".join(reason for _, reason in lost[:3])
+        raise DataError(f"no feature files to run ({detail}); give .npy/.npz files, folders, globs or URLs")
+    inputs = [model, *[Path(s) for _, s in sources if not rd.is_url(s)]]
+    check_output(out, "--out", inputs, force)
+    check_output(classes_out, "--out-classes", inputs, force)
+    device = str(options.get("device", "auto"))
+    gpu = device.startswith("cuda") or device.isdigit() or options.get("backend") in ("tensorrt", "onnxruntime-cuda")
+    workers = workers or 1
+    threads = threads or (rd.default_threads(workers) if address == "local" else 1)
+    folder = sh.open_folder(shards_folder(shards, out, "--ray"), sh.detector_meta(
+        detector, f"ray:{options.get('backend', 'auto')}:{device}"))
+    todo, skipped = sh.pending(sources, folder, skip_existing)
+    ray, started, init_s = rd.start(address, 0 if gpu else workers * threads)
+    console.print(f"[bold]ray[/] {p(address)}: {workers} {'GPU' if gpu else 'CPU'} worker(s)"
+                  + ("" if gpu else f", {threads} thread(s) each") + f"; {len(todo)} videos to run, {skipped} "
+                  f"already in {p(folder)} (Ray started in {init_s:.1f} s)", highlight=False, soft_wrap=True)
+    bar = Progress(TextColumn("[bold]detect (ray)[/]"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err_console, transient=True,
+                   disable=quiet or len(todo) < 2)
+    counts = {"ok": 0, "failed": 0}
+    t0 = time.perf_counter()
+    try:
+        with sh.PartWriter(folder) as writer, bar:
+            task = bar.add_task("videos", total=len(todo), rate="- videos/s")
+            writer.write([sh.record(_missing(detector, name, reason), name, video=name) for name, reason in lost
+                          if name not in sh.done(folder)])
+
+            def write(lines: list[dict]) -> None:
+                writer.write(lines)
+                for line in lines:
+                    counts["failed" if line["status"] == "failed" else "ok"] += 1
+                done_n = counts["ok"] + counts["failed"]
+                bar.update(task, completed=done_n, rate=f"{done_n / max(time.perf_counter() - t0, 1e-9):.1f} videos/s")
+
+            if todo:
+                rd.run(ray, todo, model=str(model.resolve()), options={**options, "threads": threads},
+                       workers=workers, cpus_per_worker=0 if gpu else threads, gpus_per_worker=1 if gpu else 0,
+                       durations=durations, write=write)
+    finally:
+        if started:
+            ray.shutdown()
+    seconds = time.perf_counter() - t0
+    report(folder, counts["ok"], counts["failed"] + len(lost), skipped, seconds, as_json)
+    code = 1 if counts["failed"] or lost else 0
+    if out is None and classes_out is None:
+        return code
+    return merge_into(folder, out, classes_out, True, as_json) or code
+
+
+def _missing(detector: Any, name: str, reason: str) -> Any:
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.results import VideoResult
+
+    return VideoResult(name, "failed", Detections.empty(detector.info.classes), error=reason)
