@@ -327,8 +327,8 @@ def detect_command(
     merge: Path = typer.Option(None, "--merge", help="Merge a --shards folder into --out (no feature paths)."),
     ray: str = typer.Option(None, "--ray", help="Run on Ray: a cluster address, auto (this machine's cluster) or "
                             "local (start one here); results go to --shards, then --out. Needs the ray extra."),
-    workers: int = typer.Option(None, "--workers", help="With --ray: actors, each with one runner (default 1; "
-                                "one GPU each on GPU backends)."),
+    workers: int = typer.Option(None, "--workers", help="With --ray: actors, each with one runner (CPU default "
+                                "1; with --device cuda one GPU each, default one per GPU of the cluster)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line on stdout, nothing else."),
 ) -> None:

@@ -116,12 +116,15 @@ def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | Non
     check_output(classes_out, "--out-classes", inputs, force)
     device = str(options.get("device", "auto"))
     gpu = device.startswith("cuda") or device.isdigit() or options.get("backend") in ("tensorrt", "onnxruntime-cuda")
-    workers = workers or 1
-    threads = threads or (rd.default_threads(workers) if address == "local" else 1)
     folder = sh.open_folder(shards_folder(shards, out, "--ray"), sh.detector_meta(
         detector, f"ray:{options.get('backend', 'auto')}:{device}"))
     todo, skipped = sh.pending(sources, folder, skip_existing)
-    ray, started, init_s = rd.start(address, 0 if gpu else workers * threads)
+    cpu_workers = workers or 1
+    threads = threads or (rd.default_threads(cpu_workers) if address == "local" else 1)
+    ray, started, init_s = rd.start(address, 0 if gpu else cpu_workers * threads)
+    if gpu:  # one actor per GPU of the cluster unless told otherwise
+        workers = workers or max(1, int(ray.cluster_resources().get("GPU", 1)))
+    workers = workers or cpu_workers
     console.print(f"[bold]ray[/] {p(address)}: {workers} {'GPU' if gpu else 'CPU'} worker(s)"
                   + ("" if gpu else f", {threads} thread(s) each") + f"; {len(todo)} videos to run, {skipped} "
                   f"already in {p(folder)} (Ray started in {init_s:.1f} s)", highlight=False, soft_wrap=True)

@@ -167,3 +167,17 @@ def _no_ray(tmp_path: Path) -> Path:
     (folder / "ray").mkdir(parents=True)
     (folder / "ray" / "__init__.py").write_text('raise ImportError("no ray here")\n')
     return folder
+
+
+def test_urls_are_listed_not_loaded_and_read_by_ray(cluster, feats, built_bundle, single, tmp_path):
+    """A URL input (file:// here; s3:// goes through the same pyarrow filesystems)."""
+    from hamnet_deploy.runtime.ray_detect import list_inputs
+
+    url = f"file://{feats}"
+    found, lost = list_inputs([url, f"file://{tmp_path}/nothing"])
+    assert [v for v, _ in found] == sorted(single) and all(src.startswith("file://") for _, src in found)
+    assert len(lost) == 1 and "nothing" in lost[0][0]
+    out = tmp_path / "r.json"
+    result = cli("detect", url, "--model", built_bundle, "--ray", cluster, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["results"] == single
