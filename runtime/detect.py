@@ -64,8 +64,7 @@ class _Reader:
         for vid, source in self.items:
             name = _name(vid, source)
             if vid in first:
-                self._fail(name, f"{name}: video id {vid!r} repeats {first[vid]}; video ids are file names without "
-                                 "the suffix (or the names given with arrays), so rename one")
+                self._fail(name, repeat_reason(name, vid, first[vid]))
                 continue
             first[vid] = name
             try:
@@ -80,6 +79,12 @@ class _Reader:
     def _fail(self, name: str, reason: str) -> None:
         self.failed.append((name, reason))
         self.on_done()
+
+
+def repeat_reason(name: str, vid: str, first: str) -> str:
+    """Why input `name` is refused: its video id is the id of the earlier input `first`."""
+    return (f"{name}: video id {vid!r} repeats {first}; video ids are file names without the suffix (or the "
+            "names given with arrays), so rename one")
 
 
 def _name(vid: str, source: Any) -> str:

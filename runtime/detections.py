@@ -155,19 +155,20 @@ class Detections:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
+        writer.writerows(self.csv_rows(class_score))
+        found = set(self.video.tolist())
+        writer.writerows(csv_empty_row(v) for v in videos if v not in found)
+        writer.writerows(csv_failed_row(name, reason) for name, reason in failed)
+        return buf.getvalue()
+
+    def csv_rows(self, class_score: np.ndarray | None = None) -> list[tuple[str, ...]]:
+        """The CSV rows (status `ok`) of these detections, in table order."""
         labels = self.classes
         extra = class_score.tolist() if class_score is not None else [None] * len(self)
-        for v, c, s, a, b, p in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
-                                    self.t_start.tolist(), self.t_end.tolist(), extra, strict=True):
-            writer.writerow((v, labels[c], repr(_tidy_score(s)), repr(_tidy_time(a)), repr(_tidy_time(b)),
-                             "" if p is None else repr(_tidy_score(p)), "ok"))
-        found = set(self.video.tolist())
-        for v in videos:
-            if v not in found:
-                writer.writerow((v, "", "", "", "", "", "none"))
-        for name, reason in failed:
-            writer.writerow((name, "", "", "", "", "", f"failed: {reason}"))
-        return buf.getvalue()
+        return [(v, labels[c], repr(_tidy_score(s)), repr(_tidy_time(a)), repr(_tidy_time(b)),
+                 "" if p is None else repr(_tidy_score(p)), "ok")
+                for v, c, s, a, b, p in zip(self.video.tolist(), self.label.tolist(), self.score.tolist(),
+                                            self.t_start.tolist(), self.t_end.tolist(), extra, strict=True)]
 
     def write_csv(self, path: str | os.PathLike, **context: Any) -> None:
         """`to_csv(**context)` written atomically."""
@@ -180,6 +181,16 @@ class Detections:
             self.write_csv(path, **context)
         else:
             self.write_json(path, **context)
+
+
+def csv_empty_row(video: str) -> tuple[str, ...]:
+    """The CSV row of a processed video without detections."""
+    return (video, "", "", "", "", "", "none")
+
+
+def csv_failed_row(name: str, reason: str) -> tuple[str, ...]:
+    """The CSV row of an input that failed."""
+    return (name, "", "", "", "", "", f"failed: {reason}")
 
 
 def _number(value: Any, what: str) -> float:

@@ -14,13 +14,13 @@ it runs where only NumPy and ONNX Runtime or TensorRT are installed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from hamnet_deploy.runtime.backends.select import resolve_model, select_runner
-from hamnet_deploy.runtime.detect import detect_items
+from hamnet_deploy.runtime.detect import detect_items, repeat_reason
 from hamnet_deploy.runtime.errors import ConfigError
 from hamnet_deploy.runtime.feature_files import find_feature_files, video_id
 from hamnet_deploy.runtime.results import Results
@@ -134,6 +134,27 @@ class Detector:
                            on_video=tick)
         run.failed = missing + run.failed
         return Results.from_run(run, info.classes)
+
+    def stream(self, items: list[tuple[str, Any]], *, chunk: int = 256,
+               durations: Mapping[str, float | None] | None = None,
+               on_video: Callable[[], None] | None = None) -> Iterator[Results]:
+        """`run` over `items` a chunk of videos at a time, yielding each chunk's `Results`:
+        what a caller keeps is up to it, so memory does not grow with the number of
+        videos. A video id that repeats an earlier chunk's fails as it does within one."""
+        first: dict[str, str] = {}
+        todo: list[tuple[str, Any]] = []
+        for vid, source in items:
+            if isinstance(source, _Missing):
+                todo.append((vid, source))
+                continue
+            name = vid if isinstance(source, np.ndarray) else str(source)
+            if vid in first:
+                todo.append((name, _Missing(repeat_reason(name, vid, first[vid]))))
+            else:
+                first[vid] = name
+                todo.append((vid, source))
+        for start in range(0, len(todo), max(1, int(chunk))):
+            yield self.run(todo[start:start + chunk], durations=durations, on_video=on_video)
 
     # ------------------------------------------------------------ life cycle
     def close(self) -> None:

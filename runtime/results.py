@@ -5,7 +5,6 @@ pandas table. `hamnet detect --out` and `Detector(...)(...)` write through here.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -101,15 +100,20 @@ class Results(Sequence[VideoResult]):
         return self.detections.to_results_json(**self._context())
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """The results JSON as text; written atomically to `path` when given."""
-        doc = self.to_dict()
+        """The results JSON as text; written atomically to `path` when given (through the
+        one results writer, `runtime.results_file`)."""
+        from hamnet_deploy.runtime.results_file import results_text
+
+        text = results_text(self, as_csv=False)
         if path is not None:
-            write_json_atomic(path, doc)
-        return json.dumps(doc, indent=1)
+            write_text_atomic(path, text)
+        return text.rstrip("\n")
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        """The results CSV as text (`Detections.to_csv`); written atomically to `path`."""
-        text = self.detections.to_csv(**self._context())
+        """The results CSV as text; written atomically to `path` when given."""
+        from hamnet_deploy.runtime.results_file import results_text
+
+        text = results_text(self, as_csv=True)
         if path is not None:
             write_text_atomic(path, text)
         return text

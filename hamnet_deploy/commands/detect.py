@@ -11,6 +11,7 @@ any file failed (the good files' results are still written), or 2 for a usage er
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +34,7 @@ from hamnet_deploy.console import backend_names, console, err_console, handle_er
 from hamnet_deploy.display import p
 from hamnet_deploy.reporting import json_line
 from hamnet_deploy.runtime.errors import ConfigError, DataError
+from hamnet_deploy.runtime.results_file import ResultsFile
 
 RESULT_SUFFIXES = (".json", ".csv")
 
@@ -91,23 +93,15 @@ def _detail_table(video: str, T: int, dets: Any, rows: int) -> Table:
     return table
 
 
-def _summary_table(order: Sequence[str], lengths: dict[str, int], dets: Any, rows: int) -> Table:
-    table = Table(title=f"{len(order)} videos, {len(dets)} detections", title_justify="left")
+def _summary_table(rows_seen: Sequence[tuple], detections: int, rows: int) -> Table:
+    table = Table(title=f"{len(rows_seen)} videos, {detections} detections", title_justify="left")
     for col in ("video", "T", "detections", "top class", "top score"):
         table.add_column(col, justify="left" if col in ("video", "top class") else "right", overflow="fold")
-    counts: dict[str, int] = {}
-    best: dict[str, tuple[float, int]] = {}
-    for v, c, s in zip(dets.video.tolist(), dets.label.tolist(), dets.score.tolist(), strict=True):
-        counts[v] = counts.get(v, 0) + 1
-        if v not in best or s > best[v][0]:
-            best[v] = (s, c)
-    shown = order if rows <= 0 else order[:rows]
-    for v in shown:
-        top = best.get(v)
-        table.add_row(p(v), str(lengths[v]), str(counts.get(v, 0)),
-                      p(dets.classes[top[1]]) if top else "-", f"{top[0]:.4f}" if top else "-")
-    if len(shown) < len(order):
-        table.caption = f"{len(order) - len(shown)} more videos (--rows 0 shows all, --out writes all)"
+    shown = rows_seen if rows <= 0 else rows_seen[:rows]
+    for v, T, n, top, score in shown:
+        table.add_row(p(v), str(T), str(n), p(top), "-" if score is None else f"{score:.4f}")
+    if len(shown) < len(rows_seen):
+        table.caption = f"{len(rows_seen) - len(shown)} more videos (--rows 0 shows all, --out writes all)"
     return table
 
 
@@ -203,41 +197,58 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
             if out is None and classes_out is None:
                 return code
             return sharded.merge_into(folder, out, classes_out, True, as_json) or code
-        bar = Progress(TextColumn("[bold]detect[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
+        bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
                        TimeElapsedColumn(), console=err_console, transient=True,
                        disable=len(items) < 2 or quiet or as_json)
-        with bar:
-            task = bar.add_task("videos", total=len(items))
-            results = detector.run(items, durations=durations, on_video=lambda: bar.advance(task))
-    run = results.run
-    order, dets, lengths = run.videos, run.detections, run.lengths()
+        seen = _Seen(info.classes)
+        with contextlib.ExitStack() as stack:  # the results file is renamed into place only when all went well
+            writer = stack.enter_context(ResultsFile(out)) if out is not None else None
+            stack.enter_context(bar)
+            task = bar.add_task("detect", total=len(items))
+            drawing = bar.add_task("plot", total=len(files)) if plot is not None else None
+            for chunk in detector.stream(items, chunk=CHUNK, durations=durations,
+                                         on_video=lambda: bar.advance(task)):
+                if writer is not None:
+                    writer.add(chunk)
+                seen.add(chunk)
+                if plot is not None:
+                    seen.plots += _plots(plot, chunk, info, post, gt, cas_mode, plot_top,
+                                         lambda: bar.advance(drawing))
+    if plot is not None and seen.plots:
+        from hamnet_deploy.runtime.plot_index import INDEX, write_index
+
+        write_index(plot, seen.plots, f"hamnet detect: {len(seen.plots)} videos")
+    order = [v for v, *_ in seen.rows]
     if quiet:
         pass  # -q: no tables
     elif len(order) == 1:
-        console.print(_detail_table(order[0], lengths[order[0]], dets, rows))
+        console.print(_detail_table(order[0], seen.rows[0][1], seen.last, rows))
     elif order:
-        console.print(_summary_table(order, lengths, dets, rows))
-    stats = run.stats
-    rate = len(order) / run.seconds if run.seconds > 0 else 0.0
-    console.print(f"{_count(len(order), 'video')} ({stats.useful_snippets} snippets) in {run.seconds:.2f} s, "
+        console.print(_summary_table(seen.rows, seen.detections, rows))
+    stats = seen.stats
+    seconds = seen.network_seconds + seen.post_seconds
+    rate = len(order) / seconds if seconds > 0 else 0.0
+    console.print(f"{_count(len(order), 'video')} ({stats.useful_snippets} snippets) in {seconds:.2f} s, "
                   f"{rate:.1f} videos/s: network {stats.network_seconds:.2f} s ({stats.batches} batches, "
                   f"{stats.windows} windows, {100 * stats.overhead:.1f} % overlap/padding), post-processing "
-                  f"{run.post_seconds:.3f} s", highlight=False)
-    failed = results.failed
+                  f"{seen.post_seconds:.3f} s", highlight=False)
+    failed = seen.failed
     if out is not None:
-        results.write(out)
         extra = f", {len(failed)} failed inputs recorded" if failed else ""
-        console.print(f"wrote {p(out)} ({len(order)} videos, {len(dets)} detections{extra})", highlight=False)
+        console.print(f"wrote {p(out)} ({len(order)} videos, {seen.detections} detections{extra})", highlight=False)
     if classes_out is not None:
-        results.to_classification(classes_out)
+        from hamnet_deploy.runtime.fileio import write_json_atomic
+
+        write_json_atomic(classes_out, seen.classification())
         console.print(f"wrote {p(classes_out)} (class probabilities of {len(order)} videos)", highlight=False)
-    if plot is not None and order:
-        _plots(plot, order, run, info, post, gt, cas_mode, plot_top, quiet or as_json)
+    if plot is not None and seen.plots:
+        from hamnet_deploy.runtime.plot_index import INDEX
+
+        console.print(f"wrote {len(seen.plots)} plots and {p(plot / INDEX)}", highlight=False, soft_wrap=True)
     if as_json:
-        json_line({"event": "detect.done", "videos": len(order), "detections": len(dets),
-                   "seconds": round(run.seconds, 4), "out": None if out is None else str(out),
-                   "per_video": [{"video": r.video, "snippets": r.snippets, "detections": len(r.detections)}
-                                 for r in results if r.ok],
+        json_line({"event": "detect.done", "videos": len(order), "detections": seen.detections,
+                   "seconds": round(seconds, 4), "out": None if out is None else str(out),
+                   "per_video": [{"video": v, "snippets": t, "detections": n} for v, t, n, *_ in seen.rows],
                    "failed": [{"input": name, "reason": reason} for name, reason in failed]})
     for _name, reason in failed:
         err_console.print(f"[bold red]failed:[/] {p(reason)}", soft_wrap=True, highlight=False)
@@ -248,30 +259,73 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
     return 0
 
 
+CHUNK = 256
+"""Videos per step of the detection loop: what is held in memory at once."""
+
+
+class _Seen:
+    """What the command keeps of a streamed run: a small row per video, totals, the
+    class probabilities (C numbers a video) and the last chunk's detections."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        from hamnet_deploy.runtime.inference import InferenceStats
+
+        self.classes = tuple(classes)
+        self.rows: list[tuple[str, int, int, str, float | None]] = []  # video, T, detections, top class, score
+        self.failed: list[tuple[str, str]] = []
+        self.detections = 0
+        self.stats = InferenceStats()
+        self.network_seconds = self.post_seconds = 0.0
+        self.last: Any = None
+        self.plots: list[Any] = []
+        self._classes: dict[str, Any] = {}
+
+    def add(self, chunk: Any) -> None:
+        import dataclasses
+
+        for r in chunk:
+            if not r.ok:
+                continue
+            d = r.detections
+            best = int(np.argmax(d.score)) if len(d) else None
+            self.rows.append((r.video, r.snippets, len(d), d.classes[d.label[best]] if best is not None else "-",
+                              float(d.score[best]) if best is not None else None))
+        self.failed += chunk.failed
+        self.detections += len(chunk.detections)
+        run = chunk.run
+        for f in dataclasses.fields(self.stats):
+            setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(run.stats, f.name))
+        self.network_seconds += run.network_seconds
+        self.post_seconds += run.post_seconds
+        self.last = chunk.detections
+        self._classes.update(chunk.to_classification()["results"])
+
+    def classification(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"version": "VERSION 1.3", "results": self._classes,
+                               "external_data": {"used": False, "details": "hamnet-deploy"}}
+        if self.failed:
+            doc["failed"] = [{"input": name, "reason": reason} for name, reason in self.failed]
+        return doc
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _plots(folder: Path, order: Sequence[str], run: Any, info: Any, post: Any, gt: Any, cas_mode: str, top: int,
-           quiet: bool) -> None:
-    """One PNG per video and the index.html linking them, with a progress bar."""
-    from hamnet_deploy.runtime.plot_index import INDEX, write_index
+def _plots(folder: Path, chunk: Any, info: Any, post: Any, gt: Any, cas_mode: str, top: int,
+           tick: Any) -> list[Any]:
+    """One PNG per video of a chunk; their summaries (for the index page)."""
     from hamnet_deploy.runtime.plotting import plot_video
 
-    bar = Progress(TextColumn("[bold]plot[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True, disable=quiet or len(order) < 2)
-    summaries = []
-    with bar:
-        task = bar.add_task("plots", total=len(order))
-        for v in order:
-            cas, att = run.outputs[v]
-            summaries.append(plot_video(
-                folder / f"{v}.png", v, cas, att, run.detections.for_video(v), post.snippet_seconds,
-                ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds, cas_mode=cas_mode,
-                class_probs=run.video_scores[v], class_threshold=post.class_threshold, top=top))
-            bar.advance(task)
-    write_index(folder, summaries, f"hamnet detect: {len(order)} videos")
-    console.print(f"wrote {len(order)} plots and {p(folder / INDEX)}", highlight=False, soft_wrap=True)
+    run, summaries = chunk.run, []
+    for v in run.videos:
+        cas, att = run.outputs[v]
+        summaries.append(plot_video(
+            folder / f"{v}.png", v, cas, att, run.detections.for_video(v), post.snippet_seconds,
+            ground_truth=_gt_for(gt, v, info.classes), thresholds=post.action_thresholds, cas_mode=cas_mode,
+            class_probs=run.video_scores[v], class_threshold=post.class_threshold, top=top))
+        tick()
+    return summaries
 
 
 @handle_errors

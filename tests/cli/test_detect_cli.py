@@ -226,3 +226,58 @@ def test_runtime_flops_formula_matches_the_model():
 
     assert flops_per_snippet(2048, 20, 512) == HamNet(2048, 20).flops_per_snippet()
     assert flops_per_snippet(16, 3, 16) == HamNet(16, 3, attention_dim=16).flops_per_snippet()
+
+
+def test_streamed_chunks_write_the_file_one_pass_writes(trained, tmp_path, monkeypatch):
+    """The detection loop runs a chunk of videos at a time and writes as it goes: the
+    files do not depend on the chunk size, and a video id repeated in a later chunk
+    fails as it does within one."""
+    import json
+
+    from hamnet_deploy.commands import detect as command
+
+    files = trained["test_files"]
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / files[0].name).write_bytes(files[0].read_bytes())  # the same id as the first file
+    for name in ("one.json", "one.csv"):
+        assert detect(trained, *files, "--out", tmp_path / name).exit_code == 0
+    monkeypatch.setattr(command, "CHUNK", 2)
+    for name in ("few.json", "few.csv"):
+        assert detect(trained, *files, "--out", tmp_path / name).exit_code == 0
+    assert (tmp_path / "few.json").read_text() == (tmp_path / "one.json").read_text()
+    assert (tmp_path / "few.csv").read_text() == (tmp_path / "one.csv").read_text()
+    result = detect(trained, *files, twin / files[0].name, "--out", tmp_path / "twin.json")
+    assert result.exit_code == 1 and "repeats" in result.output
+    doc = json.loads((tmp_path / "twin.json").read_text())
+    assert len(doc["results"]) == len(files) and "repeats" in doc["failed"][0]["reason"]
+
+
+def test_the_results_writer_gives_the_bytes_of_one_json_dump(tmp_path):
+    import json
+
+    from hamnet_deploy.runtime.detections import Detections
+    from hamnet_deploy.runtime.results import Results, VideoResult
+    from hamnet_deploy.runtime.results_file import ResultsFile
+
+    classes = ("a", "b")
+    first = Results(classes, [VideoResult("v1", "ok", Detections.from_arrays(classes, "v1", [0, 1], [0.5, 0.1 + 0.2],
+                                                                             [1.0, 2.0], [1.5, 22.400000000000002]),
+                                          {"a": 0.7, "b": 0.1}, 10)])
+    second = Results(classes, [VideoResult("v2", "ok", Detections.empty(classes), {"a": 0.1, "b": 0.2}, 5),
+                               VideoResult("x.npy", "failed", Detections.empty(classes), error="bad")])
+    whole = Results(classes, first.videos + second.videos)
+    for suffix in (".json", ".csv"):
+        with ResultsFile(tmp_path / f"r{suffix}") as out:
+            out.add(first)
+            out.add(second)
+        expected = (json.dumps(whole.to_dict(), indent=1) + "\n" if suffix == ".json"
+                    else whole.detections.to_csv(**whole._context()))
+        assert (tmp_path / f"r{suffix}").read_text() == expected
+    with ResultsFile(tmp_path / "empty.json") as out:
+        pass
+    assert json.loads((tmp_path / "empty.json").read_text())["results"] == {}
+    with pytest.raises(RuntimeError), ResultsFile(tmp_path / "broken.json") as out:
+        out.add(first)
+        raise RuntimeError("stopped half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.json", "r.csv", "r.json"]  # nothing half-written
