@@ -15,8 +15,12 @@
    the features and weights themselves are excluded). Where the reset is not allowed the
    process's `ru_maxrss` is reported instead (marked).
 
+3. Streaming: peak RSS of `hamnet detect DIR --out r.json` over 10,000 short videos against
+   one video (each in a fresh process): the results file is written as chunks finish, so
+   the growth stays small whatever the number of videos.
+
     python bench/detect_speed.py [--videos 200] [--dim 2048] [--classes 20] [--threads N]
-                                 [--max-t 512] [--batch-size 8] [--long 20000]
+                                 [--max-t 512] [--batch-size 8] [--long 20000] [--stream-videos 10000]
 """
 
 from __future__ import annotations
@@ -149,6 +153,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--long", type=int, default=20000, help="T of the memory test video")
     ap.add_argument("--calib-videos", type=int, default=8)
+    ap.add_argument("--stream-videos", type=int, default=10000, help="videos of the streaming memory test (0: skip)")
+    ap.add_argument("--stream-threshold", type=float, default=0.07,
+                    help="--class-threshold of the streaming test (a random model's class scores sit near 1/C)")
     ap.add_argument("--memory-case", nargs=4, metavar=("BUNDLE", "BACKEND", "T", "MAX_T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     from hamnet_deploy.runtime.backends.onnxruntime import usable_cores
@@ -207,6 +214,48 @@ def main() -> None:
                 mark = "" if m["reset"] else " (ru_maxrss)"
                 print(f"| {backend} | {'max-t ' + str(max_t) if max_t else 'whole'} | {extra} | "
                       f"{m['peak_mib']:.0f}{mark} | {m['seconds']:.1f} | {m['windows']} |")
+        if args.stream_videos:
+            streaming(bundle, work, files, args.stream_videos, args.stream_threshold)
+
+
+def _peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, seconds) of a command run in a fresh process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])} ...: exit {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
+    proc.stderr.close()
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+
+
+def streaming(bundle: Path, work: Path, files: list[Path], count: int, threshold: float) -> None:
+    """Peak RSS of `hamnet detect DIR --out r.json` over `count` short videos (hard links to
+    40 short feature files of T 16 to 128) against one video: what grows with the count."""
+    base = work / "short"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    dim = int(np.load(files[0], mmap_mode="r").shape[1])
+    for i in range(40):
+        np.save(base / f"b{i}.npy", rng.normal(size=(int(rng.integers(16, 129)), dim)).astype(np.float32))
+    many = work / "many"
+    many.mkdir()
+    for i in range(count):
+        os.link(base / f"b{i % 40}.npy", many / f"v{i:06d}.npy")
+    cli = [sys.executable, "-m", "hamnet_deploy.cli", "detect", "--model", str(bundle), "-q",
+           "--class-threshold", str(threshold), "--backend", "onnxruntime"]
+    one, one_s = _peak_rss_mib([*cli, str(many / "v000000.npy"), "--out", str(work / "one.json")])
+    peak, secs = _peak_rss_mib([*cli, str(many), "--out", str(work / "many.json")])
+    doc = json.loads((work / "many.json").read_text())
+    dets = sum(len(v) for v in doc["results"].values())
+    print()
+    print(f"Streaming: hamnet detect over {count} short videos (T 16-128, D = {dim}, --class-threshold {threshold}: "
+          f"{dets} detections, {dets / count:.0f} per video), peak RSS of the whole process:")
+    print("| videos | peak RSS (MiB) | growth over one video (MiB) | seconds |")
+    print("| ---: | ---: | ---: | ---: |")
+    print(f"| 1 | {one:.0f} | - | {one_s:.1f} |")
+    print(f"| {count} | {peak:.0f} | {peak - one:.0f} | {secs:.1f} |")
 
 
 if __name__ == "__main__":
