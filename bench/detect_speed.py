@@ -218,16 +218,25 @@ def main() -> None:
             streaming(bundle, work, files, args.stream_videos, args.stream_threshold)
 
 
+_LAUNCH = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def _peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, seconds) of a command run in a fresh process."""
+    """(peak RSS in MiB, seconds) of a command, started from a small launcher: Linux keeps
+    a forked child's RSS mark across exec, so a child of this (large) process would report
+    this process's size."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:6])} ...: exit {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-    proc.stderr.close()
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+    proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCH, *cmd], capture_output=True, text=True, cwd=ROOT)
+    kib, code = proc.stdout.split()[-2:]
+    if int(code) != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])} ...: exit {code}: {proc.stderr[-500:]}")
+    return int(kib) / 1024, time.perf_counter() - t0
 
 
 def streaming(bundle: Path, work: Path, files: list[Path], count: int, threshold: float) -> None:

@@ -200,7 +200,7 @@ def run_detect(paths: Sequence[str], *, model: Path | None, backend: str, device
         bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), _Rate(),
                        TimeElapsedColumn(), console=err_console, transient=True,
                        disable=len(items) < 2 or quiet or as_json)
-        seen = _Seen(info.classes)
+        seen = _Seen(info.classes, keep_classes=classes_out is not None)
         with contextlib.ExitStack() as stack:  # the results file is renamed into place only when all went well
             writer = stack.enter_context(ResultsFile(out)) if out is not None else None
             stack.enter_context(bar)
@@ -267,7 +267,7 @@ class _Seen:
     """What the command keeps of a streamed run: a small row per video, totals, the
     class probabilities (C numbers a video) and the last chunk's detections."""
 
-    def __init__(self, classes: Sequence[str]) -> None:
+    def __init__(self, classes: Sequence[str], keep_classes: bool = False) -> None:
         from hamnet_deploy.runtime.inference import InferenceStats
 
         self.classes = tuple(classes)
@@ -279,6 +279,7 @@ class _Seen:
         self.last: Any = None
         self.plots: list[Any] = []
         self._classes: dict[str, Any] = {}
+        self.keep_classes = keep_classes  # --out-classes: C probabilities a video
 
     def add(self, chunk: Any) -> None:
         import dataclasses
@@ -298,7 +299,8 @@ class _Seen:
         self.network_seconds += run.network_seconds
         self.post_seconds += run.post_seconds
         self.last = chunk.detections
-        self._classes.update(chunk.to_classification()["results"])
+        if self.keep_classes:
+            self._classes.update(chunk.to_classification()["results"])
 
     def classification(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"version": "VERSION 1.3", "results": self._classes,
