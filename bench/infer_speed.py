@@ -1,15 +1,19 @@
 """CPU inference speed of the exported HAM-Net: PyTorch eager vs ONNX Runtime FP32 vs
 ONNX Runtime static INT8 (QDQ), at T = 64, 339 (THUMOS14 mean) and 2,615 (THUMOS14
 longest), batch 1, D = 2048, C = 20, median of repeats. Also the machine's
-single-precision matrix-multiply rate (NumPy sgemm) and what fraction of it each
-backend achieves (FLOPs from `HamNet.flops_per_snippet()`, about 58.3 MFLOP/snippet).
+attainable rate ("peak") of the kernel its largest layers are made of (a k = 3 conv
+D -> D at the same T, timed as an ONNX Runtime Conv and MatMul graph and as torch's
+conv1d and matmul; the best of them) and what fraction of it each backend achieves
+(FLOPs from `HamNet.flops_per_snippet()`, about 58.3 MFLOP/snippet). The CPU model,
+cores and vector ISA head the output; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for
+this benchmark only (they slow a current NumPy).
 
 The model is randomly initialised (speed does not depend on the weights); the INT8
 model is calibrated on synthetic features (`training.synth`, a few videos). The
 backends come from the export format table (`export.formats.benchmark_formats`).
 
-Targets (2-core machine): ONNX Runtime FP32 no slower than PyTorch eager; INT8 at
-least 1.5x faster than FP32.
+Targets (issue 15): ONNX Runtime FP32 at least 1.2x PyTorch eager at every T, and at
+T >= 339 at least 80 % of the peak; INT8 at least 4x FP32 at T >= 339.
 
     python bench/infer_speed.py [--lengths 64 339 2615] [--threads N] [--min-repeat 5]
                                 [--dim 2048] [--classes 20] [--calib-videos 6] [--check]
@@ -31,8 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TARGET_ORT_VS_TORCH = 1.0  # ONNX Runtime FP32 time <= PyTorch time
-TARGET_INT8_SPEEDUP = 1.5  # INT8 at least this much faster than FP32
+TARGET_ORT_VS_TORCH = 1.2  # ONNX Runtime FP32 at least this much faster than PyTorch eager
+TARGET_INT8_SPEEDUP = 4.0  # INT8 at least this much faster than FP32, at T >= TARGET_LONG_T
+TARGET_PEAK = 0.8  # ONNX Runtime FP32 reaches this share of the peak, at T >= TARGET_LONG_T
+TARGET_LONG_T = 339
 
 
 def cpu_name() -> str:
@@ -65,6 +71,69 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], min_repeat: int,
             fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {n: (float(np.median(v)), len(v)) for n, v in times.items()}
+
+
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+"""Set on some machines here; they slow a current NumPy's OpenBLAS. Unset for this
+benchmark only (the script restarts itself without them), never in tests or CI."""
+
+
+def without_blas_overrides() -> None:
+    """Restart this script without BLAS_VARIABLES when any is set."""
+    if any(v in os.environ for v in BLAS_VARIABLES):
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def cpu_isa() -> str:
+    """The vector extensions that matter for float32/int8 kernels, from /proc/cpuinfo."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(w for w in wanted if w in have) or "-"
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int, budget: float) -> dict[str, float]:
+    """GFLOP/s of the kernel HAM-Net's largest layers are made of, a k = 3 convolution
+    D -> D over T snippets, done the ways the backends do it: an ONNX Runtime Conv graph
+    and the same as one MatMul (the unfolded input [T, 3D] x [3D, D]), torch's conv1d and
+    matmul. Their best is the machine's attainable rate at this shape ("peak")."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((dim, dim, 3)) * 0.01).astype(np.float32)
+    x = rng.standard_normal((1, dim, t)).astype(np.float32)
+    unfolded = np.ascontiguousarray(np.concatenate([np.pad(x[0], ((0, 0), (1, 1)))[:, i:i + t] for i in range(3)]).T)
+    w2 = np.ascontiguousarray(w.transpose(2, 1, 0).reshape(3 * dim, dim))
+
+    def session(node: Any, inp: Any, out: Any, init: Any) -> Any:
+        graph = helper.make_graph([node], "peak", [inp], [out], [init])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    f = TensorProto.FLOAT
+    conv = session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1]),
+                   helper.make_tensor_value_info("x", f, [1, dim, t]), helper.make_tensor_value_info("y", f, None),
+                   numpy_helper.from_array(w, "w"))
+    mm = session(helper.make_node("MatMul", ["x", "w"], ["y"]),
+                 helper.make_tensor_value_info("x", f, [t, 3 * dim]), helper.make_tensor_value_info("y", f, None),
+                 numpy_helper.from_array(w2, "w"))
+    tx, tw, tu, tw2 = (torch.from_numpy(a) for a in (x, w, unfolded, w2))
+    fns = {"ORT Conv": lambda: conv.run(None, {"x": x}), "ORT MatMul": lambda: mm.run(None, {"x": unfolded}),
+           "torch conv1d": lambda: torch.nn.functional.conv1d(tx, tw, padding=1), "torch matmul": lambda: tu @ tw2}
+    with torch.inference_mode():
+        times = interleaved_medians(fns, min_repeat, budget)
+    flop = 2.0 * t * dim * dim * 3
+    return {name: flop / sec / 1e9 for name, (sec, _) in times.items()}
 
 
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> dict[str, float]:
@@ -106,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from hamnet_deploy.export.calibration import calibration_features
     from hamnet_deploy.export.formats import benchmark_formats
-    from hamnet_deploy.export.int8_cpu import calibration_features, quantize_int8_cpu
+    from hamnet_deploy.export.int8_cpu import quantize_int8_cpu
     from hamnet_deploy.export.onnx_export import export_onnx
     from hamnet_deploy.export.parity import compare, random_features
     from hamnet_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
@@ -120,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = HamNet(args.dim, args.classes).eval()
     flops = model.flops_per_snippet()
-    console.print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads | torch {torch.__version__}, "
+    console.print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, ISA {cpu_isa()}, {args.threads} threads | "
+                  f"{' '.join(v for v in BLAS_VARIABLES if v in os.environ) or 'no OPENBLAS overrides'} | "
+                  f"torch {torch.__version__}, "
                   f"onnxruntime {ort.__version__}, numpy {np.__version__}")
     console.print(f"model: D = {args.dim}, C = {args.classes}, {model.num_parameters() / 1e6:.1f} M parameters, "
                   f"{flops / 1e6:.1f} MFLOP per snippet; random weights")
@@ -142,9 +214,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"{int8.stat().st_size / 2**20:.0f} MB")
         with console.status("measuring sgemm"):
             rates = matmul_gflops()
-        peak = rates["numpy"]
         console.print(f"sgemm (2048^3 float32, best of 7): NumPy {rates['numpy']:.1f} GFLOP/s, "
-                      f"torch.mm {rates['torch']:.1f} GFLOP/s; '% sgemm' below is against NumPy's")
+                      f"torch.mm {rates['torch']:.1f} GFLOP/s (for reference)")
+        peaks: dict[int, dict[str, float]] = {}
+        for t in args.lengths:
+            with console.status(f"T = {t}: the k = 3 conv kernel's attainable rate"):
+                peaks[t] = kernel_peaks(t, args.dim, args.threads, args.min_repeat, args.budget)
+        ptable = Table(title=f"peak: one k = 3 conv {args.dim} -> {args.dim} (GFLOP/s, median)", title_justify="left")
+        for col in ("T", *next(iter(peaks.values())), "peak"):
+            ptable.add_column(col, justify="right")
+        for t, row in peaks.items():
+            ptable.add_row(str(t), *(f"{v:.1f}" for v in row.values()), f"{max(row.values()):.1f}")
+        console.print(ptable)
 
         runners: dict[str, Any] = {}
         for fmt in benchmark_formats("cpu"):
@@ -156,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 runners["ORT int8"] = OnnxRuntimeRunner(int8, threads=args.threads).activate()
 
         table = Table(title="HAM-Net inference on CPU, batch 1 (median)", title_justify="left")
-        for col in ("T", "backend", "ms", "snippets/s", "GFLOP/s", "% sgemm", "vs torch", "vs ORT fp32", "runs"):
+        for col in ("T", "backend", "ms", "snippets/s", "GFLOP/s", "% peak", "vs torch", "vs ORT fp32", "runs"):
             table.add_column(col, justify="left" if col == "backend" else "right")
         misses = []
         for t in args.lengths:
@@ -164,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             with console.status(f"T = {t}: timing {', '.join(runners)} round-robin"):
                 times = interleaved_medians({n: (lambda run=run, x=x: run.infer(x)) for n, run in runners.items()},
                                             args.min_repeat, args.budget)
+            peak = max(peaks[t].values())
             base = times["torch eager fp32"][0]
             fp = times["ORT fp32"][0]
             for name, (sec, n) in times.items():
@@ -171,10 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                 table.add_row(str(t), name, f"{sec * 1e3:.1f}", f"{t / sec:,.0f}", f"{gf:.1f}", f"{100 * gf / peak:.0f}",
                               f"{base / sec:.2f}x", f"{fp / sec:.2f}x", str(n))
             table.add_section()
-            if fp > base * TARGET_ORT_VS_TORCH:
-                misses.append(f"T = {t}: ONNX Runtime FP32 {fp * 1e3:.1f} ms is slower than PyTorch {base * 1e3:.1f} ms")
+            if base / fp < TARGET_ORT_VS_TORCH:
+                misses.append(f"T = {t}: ONNX Runtime FP32 is {base / fp:.2f}x PyTorch eager, target "
+                              f"{TARGET_ORT_VS_TORCH}x")
+            share = flops * t / fp / 1e9 / peak
+            if t >= TARGET_LONG_T and share < TARGET_PEAK:
+                misses.append(f"T = {t}: ONNX Runtime FP32 reaches {100 * share:.0f} % of the peak, target "
+                              f"{100 * TARGET_PEAK:.0f} %")
             q = times["ORT int8"][0]
-            if fp / q < TARGET_INT8_SPEEDUP:
+            if t >= TARGET_LONG_T and fp / q < TARGET_INT8_SPEEDUP:
                 misses.append(f"T = {t}: INT8 is {fp / q:.2f}x FP32, target {TARGET_INT8_SPEEDUP}x")
         console.print(table)
 
@@ -184,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                              inputs=[(f"synthetic video {i}", f[None]) for i, f in enumerate(feats[:3])])
         console.print(f"outputs, {report.summary()} (random weights; judge INT8 by mAP: hamnet export --verify)")
 
-    console.print(f"targets: ONNX Runtime FP32 <= PyTorch eager; INT8 >= {TARGET_INT8_SPEEDUP}x FP32")
+    console.print(f"targets: ONNX Runtime FP32 >= {TARGET_ORT_VS_TORCH}x PyTorch eager, and at T >= {TARGET_LONG_T} "
+                  f">= {100 * TARGET_PEAK:.0f} % of the peak; INT8 >= {TARGET_INT8_SPEEDUP}x FP32 at T >= "
+                  f"{TARGET_LONG_T}")
     for line in misses:
         console.print(f"[red]missed:[/] {line}")
     if not misses:
@@ -193,4 +282,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    without_blas_overrides()
     raise SystemExit(main())
