@@ -6,7 +6,8 @@ branches (and the ActivityNet average pool) are exported, with the mask-free for
 top-k pooling and everything after it stay in the NumPy runtime.
 
 Steps: TorchScript exporter (`dynamo=False`, `dynamic_axes`; example batch 2 and
-T 8 so no axis is specialised) -> onnxslim -> metadata (class names, D, snippet
+T 8 so no axis is specialised) -> onnxslim -> each 1-D convolution run as a 2-D one
+of height 1 (`onnx_graph.convs_as_2d`: ONNX Runtime's fast CPU kernel) -> metadata (class names, D, snippet
 seconds, receptive radius, package version) -> check that batch and T are still
 symbolic -> `onnx.checker.check_model(full_check=True)` -> written atomically.
 `export.parity` then runs the file against PyTorch at several T.
@@ -33,6 +34,7 @@ from hamnet_deploy.export.onnx_graph import (  # noqa: F401  (graph_io, read_met
     METADATA_PREFIX,
     OUTPUTS,
     check_dynamic,
+    convs_as_2d,
     graph_io,
     model_opset,
     read_metadata,
@@ -144,6 +146,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, classes: Sequence[
         if note:
             notes.append(note)
         proto = slim
+    convs_as_2d(proto)  # ONNX Runtime's fast CPU convolution is 2-D only
     check_dynamic(proto, int(model.feature_dim), num_classes)
     proto.producer_name = "hamnet-deploy"
     from hamnet_deploy.runtime.version import __version__

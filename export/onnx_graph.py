@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import onnx
 
 from hamnet_deploy.runtime.errors import BundleError
@@ -99,3 +100,40 @@ def read_metadata(path_or_proto: str | os.PathLike | onnx.ModelProto) -> dict[st
             except ValueError:
                 out[p.key[len(METADATA_PREFIX):]] = p.value
     return out
+
+
+CONV2D_AXIS = "hamnet_conv2d_axis"
+
+
+def convs_as_2d(proto: onnx.ModelProto) -> int:
+    """Run every 1-D convolution of `proto` as a 2-D one of height 1 (in place): x
+    [B, C, T] -> Unsqueeze -> Conv with weights [O, I, 1, k] -> Squeeze -> [B, O, T].
+    The same arithmetic, but ONNX Runtime's CPU execution provider has a blocked-layout
+    (NCHWc) kernel for 2-D convolutions only: about 1.6x faster at D = 2048 on AVX-512
+    (bench/infer_speed.py); TensorRT runs 1-D convolutions as 2-D ones anyway. Returns how
+    many convolutions were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    weights = {w.name: w for w in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if weight is None or len(weight.dims) != 3:
+            nodes.append(node)
+            continue
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight)[:, :, None, :], weight.name))
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        two_d = {"pads": lambda v: [0, v[0], 0, v[1]], "strides": lambda v: [1, v[0]],
+                 "dilations": lambda v: [1, v[0]], "kernel_shape": lambda v: [1, v[0]]}
+        attrs = {k: two_d[k](v) if k in two_d else v for k, v in attrs.items()}
+        x4, y4 = f"{node.output[0]}__in4d", f"{node.output[0]}__out4d"
+        nodes += [helper.make_node("Unsqueeze", [node.input[0], CONV2D_AXIS], [x4]),
+                  helper.make_node("Conv", [x4, *node.input[1:]], [y4], name=node.name, **attrs),
+                  helper.make_node("Squeeze", [y4, CONV2D_AXIS], [node.output[0]])]
+        count += 1
+    if count:
+        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), CONV2D_AXIS))
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count

@@ -85,14 +85,15 @@ def test_quantized_graph(quantized):
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
     assert result.settings["format"] == "QDQ" and result.settings["per_channel"]
     assert result.calib_videos == 4 and result.calib_snippets == sum(len(f) for f in feats)
-    # the 3-tap convs are quantized (their weights are INT8 initialisers) ...
-    ints = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 3]
-    assert sorted(tuple(i.dims) for i in ints) == sorted([(D, D, 3), (D, D, 3), (512, D, 3), (512, 512, 3)])
+    # the 3-tap convs (run as 2-D convs of height 1) are quantized (their weights are INT8 initialisers) ...
+    ints = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert sorted(tuple(i.dims) for i in ints) == sorted([(D, D, 1, 3), (D, D, 1, 3), (512, D, 1, 3),
+                                                          (512, 512, 1, 3)])
     # ... the 1x1 output convs and the sigmoid stay float
     assert len(result.float_nodes) == 3
     assert len(float_nodes(fp32)) == 3
     floats = {tuple(i.dims) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    assert (C + 1, D, 1) in floats and (1, 512, 1) in floats
+    assert (C + 1, D, 1, 1) in floats and (1, 512, 1, 1) in floats
     assert result.path.stat().st_size < 0.5 * fp32.stat().st_size
     meta = read_metadata(result.path)
     assert meta["precision"] == "int8" and meta["classes"] == ["a", "b", "c"] and meta["feature_dim"] == D
