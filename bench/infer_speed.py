@@ -102,7 +102,8 @@ def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int, budget: float)
     """GFLOP/s of the kernel HAM-Net's largest layers are made of, a k = 3 convolution
     D -> D over T snippets, done the ways the backends do it: an ONNX Runtime Conv graph
     and the same as one MatMul (the unfolded input [T, 3D] x [3D, D]), torch's conv1d and
-    matmul. Their best is the machine's attainable rate at this shape ("peak")."""
+    matmul, and as the 2-D convolution of height 1 the exported graph uses (ONNX Runtime's
+    blocked-layout kernel). Their best is the attainable rate at this shape ("peak")."""
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
@@ -124,11 +125,16 @@ def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int, budget: float)
     conv = session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1]),
                    helper.make_tensor_value_info("x", f, [1, dim, t]), helper.make_tensor_value_info("y", f, None),
                    numpy_helper.from_array(w, "w"))
+    conv2d = session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 1, 0, 1]),
+                     helper.make_tensor_value_info("x", f, [1, dim, 1, t]), helper.make_tensor_value_info("y", f, None),
+                     numpy_helper.from_array(w[:, :, None, :], "w"))
+    x4 = x[:, :, None, :]
     mm = session(helper.make_node("MatMul", ["x", "w"], ["y"]),
                  helper.make_tensor_value_info("x", f, [t, 3 * dim]), helper.make_tensor_value_info("y", f, None),
                  numpy_helper.from_array(w2, "w"))
     tx, tw, tu, tw2 = (torch.from_numpy(a) for a in (x, w, unfolded, w2))
-    fns = {"ORT Conv": lambda: conv.run(None, {"x": x}), "ORT MatMul": lambda: mm.run(None, {"x": unfolded}),
+    fns = {"ORT Conv": lambda: conv.run(None, {"x": x}), "ORT Conv 2-D": lambda: conv2d.run(None, {"x": x4}),
+           "ORT MatMul": lambda: mm.run(None, {"x": unfolded}),
            "torch conv1d": lambda: torch.nn.functional.conv1d(tx, tw, padding=1), "torch matmul": lambda: tu @ tw2}
     with torch.inference_mode():
         times = interleaved_medians(fns, min_repeat, budget)
