@@ -26,6 +26,23 @@ CSV_COLUMNS = (*CSV_HEADER, "class_score", "status")
 (`ok`; `none`: a video without detections; `failed: REASON`: an input that failed)."""
 
 
+def activitynet_document(results: dict[str, Any], failed: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The ActivityNet envelope around `results` ({video: [...]}): `version` and
+    `external_data` (so the official evaluators accept the file), and the inputs that
+    failed under the top-level key "failed", which evaluators ignore."""
+    out: dict[str, Any] = {"version": "VERSION 1.3", "results": results, "external_data": dict(EXTERNAL_DATA)}
+    if failed:
+        out["failed"] = failed_entries(failed)
+    return out
+
+
+def failed_entries(failed: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"input": name, "reason": reason} for name, reason in failed]
+
+
+EXTERNAL_DATA = {"used": False, "details": "hamnet-deploy"}
+
+
 def _tidy_score(x: float) -> float:
     """Nine significant digits: `0.123456789`, never `0.30000000000000004`."""
     return float(f"{x:.9g}")
@@ -136,11 +153,7 @@ class Detections:
             if p is not None:
                 entry["class_score"] = _tidy_score(p)
             results.setdefault(v, []).append(entry)
-        out: dict[str, Any] = {"version": "VERSION 1.3", "results": results,
-                               "external_data": {"used": False, "details": "hamnet-deploy"}}
-        if failed:
-            out["failed"] = [{"input": name, "reason": reason} for name, reason in failed]
-        return out
+        return activitynet_document(results, failed)
 
     def write_json(self, path: str | os.PathLike, **context: Any) -> None:
         """`to_results_json(**context)` written atomically."""

@@ -95,7 +95,6 @@ class DetectActor:
         self.durations = durations or None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from hamnet_deploy.runtime.detections import Detections
         from hamnet_deploy.runtime.results import VideoResult
         from hamnet_deploy.runtime.shards import record
 
@@ -107,7 +106,7 @@ class DetectActor:
                 items.append((vid, load_feature_bytes(data, path, dim)))
                 sources[vid] = path
             except DataError as exc:
-                failed = VideoResult(path, "failed", Detections.empty(self.detector.info.classes), error=str(exc))
+                failed = VideoResult.failure(path, str(exc), self.detector.info.classes)
                 lines.append(record(failed, path, video=vid))
         t0 = time.perf_counter()
         results = self.detector.run(items, durations=self.durations) if items else []

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hamnet_deploy.runtime.detections import Detections
+from hamnet_deploy.runtime.detections import Detections, activitynet_document
 from hamnet_deploy.runtime.errors import ConfigError
 from hamnet_deploy.runtime.fileio import write_json_atomic, write_text_atomic
 
@@ -29,6 +29,11 @@ class VideoResult:
     class_probs: dict[str, float] = field(default_factory=dict)
     snippets: int = 0
     error: str | None = None
+
+    @classmethod
+    def failure(cls, name: str, reason: str, classes: Sequence[str]) -> VideoResult:
+        """An input that failed (`name`: its path, or the video id of an array)."""
+        return cls(name, "failed", Detections.empty(classes), error=reason)
 
     @property
     def ok(self) -> bool:
@@ -64,7 +69,7 @@ class Results(Sequence[VideoResult]):
         out = [VideoResult(v, "ok", run.detections.for_video(v),
                            {c: float(p) for c, p in zip(classes, run.video_scores[v].tolist(), strict=True)},
                            int(run.outputs[v][0].shape[0])) for v in run.videos]
-        out += [VideoResult(name, "failed", Detections.empty(classes), error=reason) for name, reason in run.failed]
+        out += [VideoResult.failure(name, reason, classes) for name, reason in run.failed]
         timing = {"network_s": run.network_seconds, "postprocess_s": run.post_seconds, "seconds": run.seconds}
         return cls(classes, out, timing, run)
 
@@ -122,16 +127,17 @@ class Results(Sequence[VideoResult]):
         """Video-level classification in the ActivityNet classification format
         (`{"results": {video: [{"label", "score"}, ...]}}`, classes by descending
         probability); written atomically to `path` when given."""
-        results = {r.video: [{"label": c, "score": float(f"{p:.9g}")}
-                             for c, p in sorted(r.class_probs.items(), key=lambda kv: -kv[1])]
-                   for r in self.videos if r.ok}
-        doc: dict[str, Any] = {"version": "VERSION 1.3", "results": results,
-                               "external_data": {"used": False, "details": "hamnet-deploy"}}
-        if self.failed:
-            doc["failed"] = [{"input": name, "reason": reason} for name, reason in self.failed]
+        doc = activitynet_document(self.classification_entries(), self.failed)
         if path is not None:
             write_json_atomic(path, doc)
         return doc
+
+    def classification_entries(self) -> dict[str, list[dict[str, Any]]]:
+        """{video: [{"label", "score"}, ...]} of the videos that ran, classes by descending
+        probability (the "results" of `to_classification`)."""
+        return {r.video: [{"label": c, "score": float(f"{p:.9g}")}
+                          for c, p in sorted(r.class_probs.items(), key=lambda kv: -kv[1])]
+                for r in self.videos if r.ok}
 
     def write(self, path: str | os.PathLike) -> None:
         """JSON or CSV by the file's suffix (`.csv` is CSV, anything else JSON)."""

@@ -18,10 +18,14 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from hamnet_deploy.runtime.detections import CSV_COLUMNS, csv_empty_row, csv_failed_row
+from hamnet_deploy.runtime.detections import (
+    CSV_COLUMNS,
+    EXTERNAL_DATA,
+    csv_empty_row,
+    csv_failed_row,
+    failed_entries,
+)
 from hamnet_deploy.runtime.fileio import atomic_write
-
-EXTERNAL = {"used": False, "details": "hamnet-deploy"}
 
 
 def _nested(value: Any, level: int) -> str:
@@ -70,10 +74,9 @@ class ResultsStream:
             self._csv.writerows(csv_failed_row(name, reason) for name, reason in self.failed)
             return
         self.handle.write("\n }" if self._wrote_one else "}")
-        self.handle.write(f',\n "external_data": {_nested(EXTERNAL, 1)}')
+        self.handle.write(f',\n "external_data": {_nested(EXTERNAL_DATA, 1)}')
         if self.failed:
-            failed = [{"input": name, "reason": reason} for name, reason in self.failed]
-            self.handle.write(f',\n "failed": {_nested(failed, 1)}')
+            self.handle.write(f',\n "failed": {_nested(failed_entries(self.failed), 1)}')
         self.handle.write("\n}\n")
 
 

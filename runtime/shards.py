@@ -27,8 +27,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 from hamnet_deploy.runtime.fileio import read_json, write_json_atomic
@@ -175,11 +173,11 @@ def merge(folder: str | os.PathLike) -> Results:
     if not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{folder / META}: no class list; give the --shards folder of a hamnet detect run")
     index = {c: i for i, c in enumerate(classes)}
+    records = read_records(folder)
     ok, bad = [], []
-    for rec in sorted(read_records(folder).values(), key=lambda r: (str(r.get("input", "")), r["video"])):
+    for rec in sorted(records.values(), key=lambda r: (str(r.get("input", "")), r["video"])):
         if rec["status"] == "failed":
-            bad.append(VideoResult(str(rec.get("input") or rec["video"]), "failed", Detections.empty(classes),
-                                   error=str(rec.get("error", ""))))
+            bad.append(VideoResult.failure(str(rec.get("input") or rec["video"]), str(rec.get("error", "")), classes))
             continue
         try:
             dets = rec.get("detections") or []
@@ -191,7 +189,7 @@ def merge(folder: str | os.PathLike) -> Results:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise DataError(f"{folder}: the line of video {rec['video']!r} is damaged ({type(exc).__name__}); "
                             "delete its part file line or rerun that video") from None
-    seconds = float(np.sum([float(r.get("seconds", 0.0)) for r in read_records(folder).values()]))
+    seconds = float(sum(float(r.get("seconds", 0.0)) for r in records.values()))
     return Results(classes, ok + bad, {"seconds": seconds})
 
 

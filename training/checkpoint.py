@@ -162,23 +162,19 @@ def choose_checkpoint(path: str | Path, which: str = "last") -> tuple[Path, str]
     what = f"checkpoint {path}"
     if path.is_file() and path.name in (LATEST, BEST):
         path, which = path.parent, "best" if path.name == BEST else "last"
-    if (path / LATEST).is_file() or (path / BEST).is_file():
+    newest = _epoch_folders(path / CHECKPOINTS)[-1:] if (path / CHECKPOINTS).is_dir() else []
+    if (path / LATEST).is_file() or (path / BEST).is_file() or newest:  # a run folder
         best = _read_pointer(path / BEST) if which == "best" else None
         if best is not None and (best / "model.safetensors").is_file():
             record = best_of(path)
             shown = "" if record is None else f", average mAP {100 * record[1]:.1f} %"
-            folder, what = best, f"best checkpoint (epoch {_epoch_of(best)}{shown})"
+            path, what = best, f"best checkpoint (epoch {_epoch_of(best)}{shown})"
         else:  # no latest.json: killed between the first checkpoint's rename and its pointer
-            folder = _read_pointer(path / LATEST) or next(iter(_epoch_folders(path / CHECKPOINTS)[-1:]), None)
+            folder = _read_pointer(path / LATEST) or next(iter(newest), None)
             if folder is None:
                 raise BundleError(f"{path}: no {LATEST}; pass one of its checkpoints/epoch-N folders")
             note = "; no evaluation picked a best" if which == "best" else ""
-            what = f"last checkpoint (epoch {_epoch_of(folder)}{note})"
-        path = folder
-    elif (path / CHECKPOINTS).is_dir() and _epoch_folders(path / CHECKPOINTS):
-        # A kill between the first checkpoint's rename and its pointer: use the newest one.
-        path = _epoch_folders(path / CHECKPOINTS)[-1]
-        what = f"last checkpoint (epoch {_epoch_of(path)})"
+            path, what = folder, f"last checkpoint (epoch {_epoch_of(folder)}{note})"
     if not (path / "model.safetensors").is_file() or not (path / "state.json").is_file():
         raise BundleError(f"{path}: not a checkpoint (needs model.safetensors and state.json); pass a run folder from `hamnet train`")
     return path, what

@@ -41,9 +41,8 @@ def demo_command(
     import_torch()
     from hamnet_deploy.export.options import ExportOptions
     from hamnet_deploy.export.pipeline import run_export
-    from hamnet_deploy.runtime.backends.select import select_runner
-    from hamnet_deploy.runtime.detect import detect_files
     from hamnet_deploy.runtime.detections import read_results
+    from hamnet_deploy.runtime.detector import Detector
     from hamnet_deploy.runtime.evaluation import evaluate_detection
     from hamnet_deploy.training.checkpoint import load_model
     from hamnet_deploy.training.data import load_dataset
@@ -92,15 +91,12 @@ def demo_command(
     t = _stage("5/6 detect: the bundle on the test videos (ONNX Runtime, no PyTorch)")
     results = out / "results.json"
     files = [data_dir / "videos" / f"{name}.npy" for name in test.names]
-    selection = select_runner(bundle, "onnxruntime", "cpu")
-    console.print(f"[bold]backend[/] {p(selection.describe())}", soft_wrap=True, highlight=False)
-    info = selection.info
-    with selection.runner:
-        found = detect_files(files, selection.runner, radius=info.receptive_radius, feature_dim=info.feature_dim,
-                             classes=info.classes, post=info.postprocess,
-                             durations={v: a.duration for v, a in ann.videos.items()})
-    found.detections.write(results)
-    _done(t, f"{len(found.videos)} videos, {len(found.detections)} detections in {found.seconds:.2f} s -> {results}")
+    with Detector(bundle, backend="onnxruntime", device="cpu") as detector:
+        console.print(f"[bold]backend[/] {p(detector.selection.describe())}", soft_wrap=True, highlight=False)
+        found = detector(files, durations={v: a.duration for v, a in ann.videos.items()})
+    found.write(results)
+    _done(t, f"{len(found) - len(found.failed)} videos, {len(found.detections)} detections in "
+             f"{found.timing['seconds']:.2f} s -> {results}")
 
     t = _stage("6/6 eval: detect's results against the ground truth")
     dets = read_results(results, ann.classes)

@@ -292,22 +292,20 @@ class _Seen:
             self.rows.append((r.video, r.snippets, len(d), d.classes[d.label[best]] if best is not None else "-",
                               float(d.score[best]) if best is not None else None))
         self.failed += chunk.failed
-        self.detections += len(chunk.detections)
+        self.last = chunk.detections  # the table of the chunk's videos (the single video's, for one)
+        self.detections += len(self.last)
         run = chunk.run
         for f in dataclasses.fields(self.stats):
             setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(run.stats, f.name))
         self.network_seconds += run.network_seconds
         self.post_seconds += run.post_seconds
-        self.last = chunk.detections
         if self.keep_classes:
-            self._classes.update(chunk.to_classification()["results"])
+            self._classes.update(chunk.classification_entries())
 
     def classification(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"version": "VERSION 1.3", "results": self._classes,
-                               "external_data": {"used": False, "details": "hamnet-deploy"}}
-        if self.failed:
-            doc["failed"] = [{"input": name, "reason": reason} for name, reason in self.failed]
-        return doc
+        from hamnet_deploy.runtime.detections import activitynet_document
+
+        return activitynet_document(self._classes, self.failed)
 
 
 def _count(n: int, noun: str) -> str:

@@ -103,6 +103,7 @@ def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | Non
     from hamnet_deploy.runtime import shards as sh
     from hamnet_deploy.runtime.errors import DataError
     from hamnet_deploy.runtime.fileio import check_output
+    from hamnet_deploy.runtime.results import VideoResult
 
     rd.require_ray()
     if workers is not None and not 1 <= workers <= 100_000:
@@ -115,7 +116,7 @@ def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | Non
     check_output(out, "--out", inputs, force)
     check_output(classes_out, "--out-classes", inputs, force)
     device = str(options.get("device", "auto"))
-    gpu = device.startswith("cuda") or device.isdigit() or options.get("backend") in ("tensorrt", "onnxruntime-cuda")
+    gpu = _gpu_actors(str(options.get("backend", "auto")), device)
     folder = sh.open_folder(shards_folder(shards, out, "--ray"), sh.detector_meta(
         detector, f"ray:{options.get('backend', 'auto')}:{device}"))
     todo, skipped = sh.pending(sources, folder, skip_existing)
@@ -136,8 +137,8 @@ def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | Non
     try:
         with sh.PartWriter(folder) as writer, bar:
             task = bar.add_task("videos", total=len(todo), rate="- videos/s")
-            writer.write([sh.record(_missing(detector, name, reason), name, video=name) for name, reason in lost
-                          if name not in sh.done(folder)])
+            writer.write([sh.record(VideoResult.failure(name, reason, detector.info.classes), name, video=name)
+                          for name, reason in lost])
 
             def write(lines: list[dict]) -> None:
                 writer.write(lines)
@@ -161,8 +162,11 @@ def run_ray(detector: Any, paths: list[str], *, address: str, workers: int | Non
     return merge_into(folder, out, classes_out, True, as_json) or code
 
 
-def _missing(detector: Any, name: str, reason: str) -> Any:
-    from hamnet_deploy.runtime.detections import Detections
-    from hamnet_deploy.runtime.results import VideoResult
+def _gpu_actors(backend: str, device: str) -> bool:
+    """Whether each actor takes a GPU: a CUDA `--device`, or a backend that runs only on one."""
+    from hamnet_deploy.runtime.backends import registry
+    from hamnet_deploy.runtime.devices import parse_device
 
-    return VideoResult(name, "failed", Detections.empty(detector.info.classes), error=reason)
+    if parse_device(device)[0] == "cuda":
+        return True
+    return backend != "auto" and registry.get(backend).devices == ("cuda",)
