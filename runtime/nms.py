@@ -222,14 +222,21 @@ def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, 
         weight = np.ones((n_groups * width, width), dtype=np.float64)
         weight[b.rows] = np.maximum(np.exp(-(b.iou * b.iou) / sigma), _TINY)
         flat = cur.reshape(-1)
-        picks = np.empty((width, cur.shape[0]), dtype=np.int64)
+        # Every step writes into buffers made here: argmax, take and add with `out=`
+        # allocate nothing (mode="clip": `take` into `out` unbuffered; the indices are
+        # valid), and seven calls a step is what bounds the loop.
+        picks = np.empty((width, cur.shape[0]), dtype=np.intp)
         values = np.empty((width, cur.shape[0]), dtype=np.float64)
+        where = np.empty(cur.shape[0], dtype=np.intp)
+        pair = np.empty(cur.shape[0], dtype=np.intp)
+        factor = np.empty_like(cur)
         for step in range(width):
-            idx = cur.argmax(axis=1)
-            where = flat_rows + idx
-            values[step] = flat.take(where)
-            picks[step] = idx
-            cur *= weight.take(pair_rows + idx, axis=0)
+            idx = cur.argmax(axis=1, out=picks[step])
+            np.add(flat_rows, idx, out=where)
+            flat.take(where, out=values[step], mode="clip")
+            np.add(pair_rows, idx, out=pair)
+            weight.take(pair, axis=0, out=factor, mode="clip")
+            cur *= factor
             flat[where] = -np.inf
         # Row r = (class r // G, group r % G) picked member picks[s, r] at step s; a
         # value of -inf is padding or an absent pair and changes nothing.

@@ -24,7 +24,7 @@ from hamnet_deploy.runtime.coerce import positive_finite
 from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
-from hamnet_deploy.runtime.proposals import contrast_scores_many, find_runs
+from hamnet_deploy.runtime.proposals import contrast_scores_prefix, find_runs, row_prefix_sums
 from hamnet_deploy.runtime.settings import Settings, option, show
 
 NMS_METHODS = ("soft", "hard", "none")
@@ -202,7 +202,7 @@ def localize(cas: Any, attention: Any, config: PostprocessConfig | None = None, 
 class _Video(NamedTuple):
     index: int  # position in the input
     attention: np.ndarray  # (T,)
-    rows: np.ndarray  # (K, T) attention-weighted CAS of the kept classes
+    prefix: np.ndarray  # (K, T + 1) prefix sums of the attention-weighted CAS of the kept classes
     kept: np.ndarray  # (K,) kept class indices
     probs: np.ndarray  # (K,) their video scores
 
@@ -261,7 +261,7 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
         probs = _video_scores(rows, config.topk_ratio)
         kept = np.flatnonzero(probs >= config.class_threshold)
         if kept.size:
-            todo.append(_Video(len(ids), att, rows.take(kept, axis=0), kept, probs.take(kept)))
+            todo.append(_Video(len(ids), att, row_prefix_sums(rows.take(kept, axis=0)), kept, probs.take(kept)))
         ids.append(video)
     if names is None:
         raise DataError("localize_many: no videos given and no class names for an empty result")
@@ -292,20 +292,25 @@ def _candidate_scores(todo: list[_Video], vid: np.ndarray, first: np.ndarray, la
     """Scores (K, n) of every proposal for every kept-class slot (step 4) and the class
     index of each (slot, video) (K, V). A slot past a video's kept classes is -inf."""
     lengths = np.array([v.attention.size for v in todo])
-    k_max = max(v.kept.size for v in todo)
     if len(todo) == 1:
-        rows, labels, probs, present = todo[0].rows[None], todo[0].kept[:, None], todo[0].probs[:, None], None
+        v = todo[0]
+        prefix, labels, probs, present = v.prefix.reshape(-1), v.kept[:, None], v.probs[:, None], None
+        offsets = np.broadcast_to((np.arange(v.kept.size) * (v.attention.size + 1))[:, None], (v.kept.size, vid.size))
     else:
-        rows = np.zeros((len(todo), k_max, int(lengths.max())))
+        k_max = max(v.kept.size for v in todo)
+        kept = np.array([v.kept.size for v in todo])
+        slot = np.arange(k_max)[:, None]
+        present = slot < kept  # (K, V)
         labels = np.zeros((k_max, len(todo)), dtype=np.int64)
         probs = np.zeros((k_max, len(todo)))
-        present = np.zeros((k_max, len(todo)), dtype=bool)
-        for p, v in enumerate(todo):
-            rows[p, :v.kept.size, :v.attention.size] = v.rows
-            labels[:v.kept.size, p] = v.kept
-            probs[:v.kept.size, p] = v.probs
-            present[:v.kept.size, p] = True
-    scores = contrast_scores_many(rows, vid, first, last, lengths, config.outer_ratio)
+        labels.T[present.T] = np.concatenate([v.kept for v in todo])  # video by video, slots in order
+        probs.T[present.T] = np.concatenate([v.probs for v in todo])
+        prefix = np.concatenate([v.prefix.reshape(-1) for v in todo])
+        bases = np.concatenate(([0], np.cumsum(kept * (lengths + 1))[:-1]))
+        # An absent slot reads the video's first row; its scores become -inf below.
+        row_start = bases + np.minimum(slot, kept - 1) * (lengths + 1)  # (K, V)
+        offsets = row_start.take(vid, axis=1)
+    scores = contrast_scores_prefix(prefix, offsets, first, last, lengths.take(vid), config.outer_ratio)
     scores += config.score_weight * probs.take(vid, axis=1)
     if present is not None and k_max > 1:
         scores[~present.take(vid, axis=1)] = -np.inf

@@ -36,48 +36,53 @@ def find_runs(attention: np.ndarray, thresholds: np.ndarray) -> Runs:
     return Runs(rises // width, rises % width, end)
 
 
+def row_prefix_sums(rows: np.ndarray) -> np.ndarray:
+    """(K, T + 1) prefix sums of each row of `rows` (K, T), starting at 0: the one
+    cumulative sum per row that every contrast score of the row is read from."""
+    w = np.asarray(rows, dtype=np.float64)
+    out = np.zeros((w.shape[0], w.shape[1] + 1), dtype=np.float64)
+    np.cumsum(w, axis=1, out=out[:, 1:])
+    return out
+
+
 def contrast_scores(rows: np.ndarray, start: np.ndarray, end: np.ndarray,
                     outer_ratio: float = 0.25) -> np.ndarray:
     """Outer-inner contrast (K, n) of proposals [start, end] (inclusive snippet indices)
     on each row of `rows` (K, T; one attention-weighted CAS row per class): mean inside
     minus mean of the outer region, which is `floor(i - r*len) .. i-1` before and
     `j+1 .. floor(j + r*len)` after, clipped to the video (the released code: ceil(r*len)
-    before, floor(r*len) after), and counts 0 when it holds no snippet. Every mean comes
-    from one cumulative sum per row."""
-    w = np.asarray(rows, dtype=np.float64)
+    before, floor(r*len) after), and counts 0 when it holds no snippet."""
+    prefix = row_prefix_sums(rows)
+    k, width = prefix.shape
     n = len(start)
-    return contrast_scores_many(w[None], np.zeros(n, dtype=np.int64), start, end,
-                                np.array([w.shape[1]]), outer_ratio)
+    offsets = np.broadcast_to((np.arange(k) * width)[:, None], (k, n))
+    return contrast_scores_prefix(prefix.reshape(-1), offsets, start, end, np.full(n, width - 1), outer_ratio)
 
 
-def contrast_scores_many(rows: np.ndarray, video: np.ndarray, start: np.ndarray, end: np.ndarray,
-                         lengths: np.ndarray, outer_ratio: float = 0.25) -> np.ndarray:
-    """`contrast_scores` for proposals of several videos at once: `rows` (V, K, Tmax)
-    holds each video's K rows (zero-padded past its length `lengths[v]`), `video` (n,)
-    names each proposal's video, `start`/`end` are indices within that video. Each row
-    has its own cumulative sum, so results do not depend on the other videos."""
-    w = np.asarray(rows, dtype=np.float64)
-    v, k, t_max = w.shape
-    csum = np.zeros((v, k, t_max + 1), dtype=np.float64)
-    np.cumsum(w, axis=2, out=csum[:, :, 1:])
+def contrast_scores_prefix(prefix: np.ndarray, offsets: np.ndarray, start: np.ndarray, end: np.ndarray,
+                           length: np.ndarray, outer_ratio: float = 0.25) -> np.ndarray:
+    """`contrast_scores` read from prefix sums laid end to end, for proposals of any
+    number of videos and rows at once: `prefix` is the flat concatenation of
+    `row_prefix_sums` rows, `offsets` (K, n) where the row of each (row slot, proposal)
+    starts in it, `start`/`end` (n,) snippet indices within the proposal's video and
+    `length` (n,) that video's T. No padding to the longest video: the cost is that of
+    the proposals, and each row's sums are its own, so results do not depend on which
+    videos are computed together."""
     i = np.asarray(start, dtype=np.int64)
     j = np.asarray(end, dtype=np.int64)
-    vid = np.asarray(video, dtype=np.int64)
     n = i.size
-    length = j - i + 1
-    reach = outer_ratio * length
+    size = j - i + 1
+    reach = outer_ratio * size
     before = np.floor(i - reach).astype(np.int64)
     np.maximum(before, 0, out=before)
     after = np.floor(j + reach).astype(np.int64)
-    np.minimum(after, np.asarray(lengths, dtype=np.int64).take(vid) - 1, out=after)
-    # One gather for the four prefix sums each proposal needs, in every row of its video:
-    # S[j+1], S[i], S[before], S[after+1].
-    base = vid * (k * (t_max + 1))
-    where = np.concatenate((j + 1, i, before, after + 1)) + np.tile(base, 4)
-    where = where + (np.arange(k) * (t_max + 1))[:, None]  # (K, 4n)
-    at = csum.reshape(-1).take(where).reshape(k, 4, n)
+    np.minimum(after, np.asarray(length, dtype=np.int64) - 1, out=after)
+    # One gather for the four prefix sums each proposal needs, in every row: S[j+1], S[i],
+    # S[before], S[after+1].
+    where = np.concatenate((j + 1, i, before, after + 1)).reshape(4, n)
+    at = prefix.take(offsets[:, None, :] + where)  # (K, 4, n)
     inside, left, far_left, far_right = at[:, 0], at[:, 1], at[:, 2], at[:, 3]
-    inner = (inside - left) / length
+    inner = (inside - left) / size
     count = (i - before) + (after - j)
     outer = ((left - far_left) + (far_right - inside)) / np.maximum(count, 1)
     inner -= outer

@@ -20,3 +20,15 @@ def test_infer_speed_runs_and_prints_its_tables(tmp_path):
     out = done.stdout
     assert "no OPENBLAS overrides" in out and "ISA" in out
     assert "peak: one k = 3 conv" in out and "% peak" in out and "targets:" in out
+
+
+def test_postprocess_speed_runs_on_thumos_timelines(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "postprocess_speed.py"), "--videos", "12",
+                           "--repeat", "1"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "THUMOS14 test timelines" in out  # ../shared is beside the checkout, in CI too
+    rows = [line for line in out.splitlines() if line.split()[-1:] == ["yes"]]
+    assert len(rows) >= 6 and not any(line.split()[-1] == "NO" for line in out.splitlines()[4:-1])
+    assert "localize >= 50x" in out and "localize_many >= 100x" in out
