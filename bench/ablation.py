@@ -6,6 +6,7 @@ synthetic dataset built on THUMOS14's real timelines, and print detection mAP at
     python bench/ablation.py                   # the README's table (about 25 min on 2 cores)
     python bench/ablation.py --seed 1          # another dataset and initialisation
     python bench/ablation.py --runs exp5 exp11 --epochs 30   # a quicker look
+    python bench/ablation.py --runs exp11 --set data.short_videos=mask   # a variant, in its own folders
 
 The THUMOS14 recipe is used as is except for the settings printed under "changed from
 the recipe" (a reduced feature dimension and attention width, a learning rate raised
@@ -62,6 +63,11 @@ def _checks(results: dict, thresholds: list[float]) -> list[tuple[str, bool]]:
     return out
 
 
+def _variant(sets: list[str]) -> str:
+    """Folder suffix of the --set settings, so a variant never replaces the recipe's runs."""
+    return "".join("-" + "".join(ch if ch.isalnum() else "_" for ch in item) for item in sets)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dim", type=int, default=128, help="feature dimension D (recipe: 2048)")
@@ -105,7 +111,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     for name in args.runs:
         cfg = base.with_overrides([f"ablation={name}"])
-        run = args.out / f"{name}-d{args.dim}-s{args.seed}"
+        run = args.out / f"{name}-d{args.dim}-s{args.seed}{_variant(args.sets)}"
         key = {"dataset": folder.name, "settings": changed, "ablation": name}
         record = run / RUN_RECORD
         old = json.loads(record.read_text()) if record.is_file() else None
@@ -159,7 +165,7 @@ def main() -> None:
     checks = _checks(results, thresholds)
     for text, ok in checks:
         console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
-    (args.out / f"ablation-d{args.dim}-s{args.seed}.json").write_text(json.dumps(
+    (args.out / f"ablation-d{args.dim}-s{args.seed}{_variant(args.sets)}.json").write_text(json.dumps(
         {"dataset": folder.name, "changed": deviations, "thresholds": thresholds, "runs": results,
          "checks": {text: ok for text, ok in checks}}, indent=1))
 

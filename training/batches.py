@@ -1,5 +1,6 @@
-"""Training samples: each video sampled to `num_snippets` snippets (random perturb),
-padded per batch with a mask. The sampling RNG is keyed by (seed, epoch, video), so a
+"""Training samples: each video sampled to `num_snippets` snippets (random perturb;
+`data.short_videos="mask"` keeps short videos at their length), padded per batch with a
+mask. The sampling RNG is keyed by (seed, epoch, video), so a
 resumed or distributed run draws exactly what an uninterrupted single process draws."""
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ class TrainSamples(Dataset):
     """Item i: (sampled features [n', D], multi-hot labels [C]) for video i."""
 
     def __init__(self, features: Sequence[np.ndarray], labels: np.ndarray, num_snippets: int,
-                 sampling: str = "random", seed: int = 0) -> None:
+                 sampling: str = "random", seed: int = 0, short: str = "released", bins: str = "released") -> None:
         self.features = features
         self.labels = labels
         self.num_snippets = num_snippets
         self.sampling = sampling
         self.seed = seed
+        self.short = short
+        self.bins = bins
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -31,7 +34,7 @@ class TrainSamples(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         feats = self.features[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        idx = sample_indices(len(feats), self.num_snippets, rng, self.sampling)
+        idx = sample_indices(len(feats), self.num_snippets, rng, self.sampling, self.short, bins=self.bins)
         return feats[idx], self.labels[i]
 
 

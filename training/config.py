@@ -76,6 +76,8 @@ class LossConfig(Settings):
         keep_min_logit: released code's multiplication for SSAL/HAL,
             ``m * (s - min_j s) + min_j s``; False gives the paper's plain ``m * s``.
         sparsity_reduce: ``"mean"`` over time (released code) or ``"sum"`` (paper).
+        label_eps: the MIL target is the labels (with the background target) divided
+            by their sum plus this (1e-4, released code; 0 = exactly normalised).
         use_bcl, use_sal, use_ssal, use_hal, use_sparsity, use_guide: term switches.
     """
 
@@ -91,6 +93,7 @@ class LossConfig(Settings):
     drop_mode: Literal["relative", "absolute"] = "relative"
     keep_min_logit: bool = True
     sparsity_reduce: Literal["mean", "sum"] = "mean"
+    label_eps: float = option(1e-4, ge=0.0, le=1.0)
     use_bcl: bool = True
     use_sal: bool = True
     use_ssal: bool = True
@@ -211,9 +214,18 @@ class DataConfig(Settings):
     Attributes:
         path: dataset location (W-TALC folder or per-video layout); None = set later.
         num_snippets: T of a training sample (500 THUMOS14; 80 ActivityNet).
-        sampling: ``"random"`` ("random perturb": one random index in each of T
-            equal bins, sorted), ``"uniform"`` (deterministic, each bin's start as in
-            the released code; see ``training.sampling``), ``"all"`` (no sampling).
+        sampling: ``"random"`` ("random perturb": one random index in each of
+            ``num_snippets`` equal bins, in order), ``"uniform"`` (deterministic, each
+            bin's start as in the released code; see ``training.sampling``), ``"all"``
+            (no sampling).
+        short_videos: videos shorter than ``num_snippets``: ``"released"`` (upsampled
+            to ``num_snippets`` by repeating snippets, with the released code's random
+            choice where a bin straddles two), ``"mask"`` (kept at their real length,
+            the batch padded and the padding masked: top-k sees the real T) or
+            ``"repeat"`` (upsampled as released, without the random choice).
+        bins: videos longer than ``num_snippets``: ``"released"`` (each bin draws
+            from a closed range, so neighbours may draw the same snippet) or
+            ``"disjoint"`` (half-open bins, one distinct snippet each).
         batch_size: videos per batch (20).
         feature_dim: D of the feature rows; must equal ``model.feature_dim``.
         snippet_seconds: duration of one snippet (16 frames at 25 fps = 0.64 s).
@@ -227,6 +239,8 @@ class DataConfig(Settings):
     path: str | None = None
     num_snippets: int = option(500, ge=1, le=1 << 20)
     sampling: Literal["random", "uniform", "all"] = "random"
+    short_videos: Literal["released", "mask", "repeat"] = "released"
+    bins: Literal["released", "disjoint"] = "released"
     batch_size: int = option(20, ge=1, le=1 << 16)
     feature_dim: int = option(2048, ge=1, le=1 << 20)
     snippet_seconds: float = option(0.64, gt=0.0)

@@ -136,14 +136,16 @@ def mil_loss(
     r: float,
     mask: torch.Tensor | None = None,
     reduction: Literal["mean", "none"] = "mean",
+    label_eps: float = 0.0,
 ) -> torch.Tensor:
     """Top-k MIL cross-entropy of a score sequence against the video labels.
 
     ``v = topk_mil_pool(z, k)`` with ``k = max(1, floor(T_b / r))`` per video;
     ``p = softmax(v)`` over the C+1 classes; the target is the multi-hot label with
-    ``background_target`` (1 or 0) appended, normalised to sum 1; the loss is
-    ``-sum_j target_j log p_j``. (The released code divides by ``sum + 1e-4``; this
-    normalises exactly. A video whose target is all zero contributes 0.)
+    ``background_target`` (1 or 0) appended, divided by its sum (``label_eps = 0``) or,
+    as the released code does, by ``sum + label_eps`` (``LossConfig.label_eps = 1e-4``);
+    the loss is ``-sum_j target_j log p_j``. A video whose target is all zero
+    contributes 0.
 
     Args:
         z: scores [B, T, C+1].
@@ -152,6 +154,7 @@ def mil_loss(
         r: top-k ratio.
         mask: optional [B, T] bool valid-snippet mask.
         reduction: ``"mean"`` over the batch, or ``"none"`` for a [B] vector.
+        label_eps: added to the target's sum before dividing (0: exact normalisation).
     """
     if mask is None:
         k: int | torch.Tensor = topk_k(z.shape[1], r)
@@ -161,7 +164,8 @@ def mil_loss(
     labels = labels.to(z.dtype)
     bg = torch.full_like(labels[:, :1], float(background_target))
     target = torch.cat([labels, bg], dim=-1)
-    target = target / target.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+    total = target.sum(dim=-1, keepdim=True)
+    target = target / (total + label_eps if label_eps > 0 else total.clamp_min(torch.finfo(z.dtype).tiny))
     per_video = -(target * F.log_softmax(v, dim=-1)).sum(dim=-1)
     return _reduce(per_video, reduction)
 
@@ -232,39 +236,41 @@ def min_logit_multiply(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 #                                 the six terms                               #
 # --------------------------------------------------------------------------- #
 def bcl_loss(cas: torch.Tensor, labels: torch.Tensor, r: float, mask: torch.Tensor | None = None,
-             reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+             reduction: Literal["mean", "none"] = "mean", label_eps: float = 0.0) -> torch.Tensor:
     """Base classification loss: MIL loss of the plain CAS, background target 1."""
-    return mil_loss(cas, labels, 1.0, r, mask, reduction)
+    return mil_loss(cas, labels, 1.0, r, mask, reduction, label_eps)
 
 
 def sal_loss(cas: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor, r: float,
-             mask: torch.Tensor | None = None, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+             mask: torch.Tensor | None = None, reduction: Literal["mean", "none"] = "mean",
+             label_eps: float = 0.0) -> torch.Tensor:
     """Soft attention loss: MIL loss of ``a * s`` (plain product), background target 0."""
-    return mil_loss(_att3(attention) * cas, labels, 0.0, r, mask, reduction)
+    return mil_loss(_att3(attention) * cas, labels, 0.0, r, mask, reduction, label_eps)
 
 
 def _dropped_mil(cas: torch.Tensor, m: torch.Tensor, labels: torch.Tensor, r: float, mask: torch.Tensor | None,
-                 keep_min_logit: bool, background: float, reduction: Literal["mean", "none"]) -> torch.Tensor:
+                 keep_min_logit: bool, background: float, reduction: Literal["mean", "none"],
+                 label_eps: float = 0.0) -> torch.Tensor:
     """MIL loss of ``m (*) s``: :func:`min_logit_multiply` (released code) or, with
     ``keep_min_logit=False``, the paper's plain product."""
     z = min_logit_multiply(m, cas) if keep_min_logit else _att3(m) * cas
-    return mil_loss(z, labels, background, r, mask, reduction)
+    return mil_loss(z, labels, background, r, mask, reduction, label_eps)
 
 
 def ssal_loss(cas: torch.Tensor, a_semi: torch.Tensor, labels: torch.Tensor, r: float,
               mask: torch.Tensor | None = None, keep_min_logit: bool = True,
-              reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+              reduction: Literal["mean", "none"] = "mean", label_eps: float = 0.0) -> torch.Tensor:
     """Semi-soft attention loss: MIL loss of ``a_semi (*) s``, background target 0."""
-    return _dropped_mil(cas, a_semi, labels, r, mask, keep_min_logit, 0.0, reduction)
+    return _dropped_mil(cas, a_semi, labels, r, mask, keep_min_logit, 0.0, reduction, label_eps)
 
 
 def hal_loss(cas: torch.Tensor, a_hard: torch.Tensor, labels: torch.Tensor, r: float,
              mask: torch.Tensor | None = None, keep_min_logit: bool = True,
-             reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+             reduction: Literal["mean", "none"] = "mean", label_eps: float = 0.0) -> torch.Tensor:
     """Hard attention loss: MIL loss of ``a_hard (*) s``, background target 1.
 
     ``a_hard`` is a 0/1 indicator, so this term trains only the classification branch."""
-    return _dropped_mil(cas, a_hard, labels, r, mask, keep_min_logit, 1.0, reduction)
+    return _dropped_mil(cas, a_hard, labels, r, mask, keep_min_logit, 1.0, reduction, label_eps)
 
 
 def sparsity_loss(
@@ -357,15 +363,17 @@ class HamNetLoss(nn.Module):
         w = cfg.weights()
         terms: dict[str, torch.Tensor] = {}
         if cfg.use_bcl:
-            terms["bcl"] = bcl_loss(cas, labels, cfg.r, mask)
+            terms["bcl"] = bcl_loss(cas, labels, cfg.r, mask, label_eps=cfg.label_eps)
         if cfg.use_sal:
-            terms["sal"] = sal_loss(cas, attention, labels, cfg.r, mask)
+            terms["sal"] = sal_loss(cas, attention, labels, cfg.r, mask, label_eps=cfg.label_eps)
         if cfg.use_ssal or cfg.use_hal:
             a_semi, a_hard = drop_masks(attention, cfg.gamma, cfg.drop_mode, mask)
             if cfg.use_ssal:
-                terms["ssal"] = ssal_loss(cas, a_semi, labels, cfg.r, mask, cfg.keep_min_logit)
+                terms["ssal"] = ssal_loss(cas, a_semi, labels, cfg.r, mask, cfg.keep_min_logit,
+                                          label_eps=cfg.label_eps)
             if cfg.use_hal:
-                terms["hal"] = hal_loss(cas, a_hard, labels, cfg.r, mask, cfg.keep_min_logit)
+                terms["hal"] = hal_loss(cas, a_hard, labels, cfg.r, mask, cfg.keep_min_logit,
+                                        label_eps=cfg.label_eps)
         if cfg.use_sparsity:
             terms["sparsity"] = sparsity_loss(attention, mask, cfg.sparsity_reduce)
         if cfg.use_guide:

@@ -79,6 +79,19 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
 
+def make_loader(cfg: TrainConfig, train_set: WtalDataset, world: int = 1, rank: int = 0,
+                pin: bool = False) -> tuple[TrainSamples, DistributedSampler, DataLoader]:
+    """The training batches, as the released code makes them: every epoch a new random
+    order of the training videos (`sampler.set_epoch`), cut into batches of
+    `data.batch_size` with the last one smaller (split across `world` processes)."""
+    samples = TrainSamples(train_set.features, train_set.labels, cfg.data.num_snippets, cfg.data.sampling, cfg.seed,
+                           cfg.data.short_videos, cfg.data.bins)
+    sampler = DistributedSampler(samples, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+    loader = DataLoader(samples, batch_size=cfg.data.batch_size // world, sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.data.num_workers, pin_memory=pin, persistent_workers=False)
+    return samples, sampler, loader
+
+
 def _make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -120,6 +133,13 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     if not path.is_file():
         raise DataError(f"{run_dir}: not a training run (no {CONFIG_FILE}); pass the folder `hamnet train` wrote")
     raw = read_json(path, "run config", fix="start a new run")
+    # Runs written before these settings existed sampled and normalised this way: resume
+    # them so, not with today's (released) defaults.
+    for section, key, before in (("data", "short_videos", "mask"), ("data", "bins", "disjoint"),
+                                 ("loss", "label_eps", 0.0)):
+        part = raw.get(section) if isinstance(raw, dict) else None
+        if isinstance(part, dict):
+            part.setdefault(key, before)
     return TrainConfig.from_dict(raw, where=str(path))
 
 
@@ -250,12 +270,7 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
     dtype = amp_dtype(device, cfg.amp)
     step = _Step(net, model, HamNetLoss(cfg.loss), optimizer, device, dtype,
                  torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, cfg.optim.grad_clip)
-    samples = TrainSamples(train_set.features, train_set.labels, cfg.data.num_snippets, cfg.data.sampling, cfg.seed)
-    sampler = DistributedSampler(samples, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
-    loader = DataLoader(samples, batch_size=cfg.data.batch_size // info.world_size, sampler=sampler,
-                        collate_fn=collate, num_workers=cfg.data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    samples, sampler, loader = make_loader(cfg, train_set, info.world_size, info.rank, device.type == "cuda")
     post = postprocess_config(cfg)
     state = {"classes": list(data.classes), "config": cfg.to_dict(), "postprocess": post.to_dict(),
              "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}

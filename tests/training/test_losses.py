@@ -43,11 +43,11 @@ GAMMA = 0.6  # relative: g = 0.6 * 0.8 = 0.48 -> drops snippets 0, 2, 4
 
 
 # ------------------------------ NumPy reference ------------------------------ #
-def np_mil(z: np.ndarray, y: np.ndarray, bg: float, k: int) -> float:
+def np_mil(z: np.ndarray, y: np.ndarray, bg: float, k: int, eps: float = 0.0) -> float:
     v = np.sort(z, axis=0)[::-1][:k].mean(axis=0)
     logp = v - np.log(np.exp(v).sum())
     t = np.append(y, bg)
-    t = t / t.sum()
+    t = t / (t.sum() + eps)  # the released code: eps = 1e-4
     return float(-(t * logp).sum())
 
 
@@ -56,7 +56,7 @@ def np_minmul(m: np.ndarray, s: np.ndarray) -> np.ndarray:
     return m[:, None] * (s - mn) + mn
 
 
-def np_terms(s, a, y, r, gamma, mode="relative", keep_min=True, sparsity="mean"):
+def np_terms(s, a, y, r, gamma, mode="relative", keep_min=True, sparsity="mean", eps=0.0):
     t = s.shape[0]
     k = max(1, t // r)
     g = gamma * a.max() if mode == "relative" else gamma
@@ -69,10 +69,10 @@ def np_terms(s, a, y, r, gamma, mode="relative", keep_min=True, sparsity="mean")
     e = np.exp(s)
     bgp = e[:, -1] / e.sum(axis=1)
     return {
-        "bcl": np_mil(s, y, 1.0, k),
-        "sal": np_mil(a[:, None] * s, y, 0.0, k),
-        "ssal": np_mil(z_ssal, y, 0.0, k),
-        "hal": np_mil(z_hal, y, 1.0, k),
+        "bcl": np_mil(s, y, 1.0, k, eps),
+        "sal": np_mil(a[:, None] * s, y, 0.0, k, eps),
+        "ssal": np_mil(z_ssal, y, 0.0, k, eps),
+        "hal": np_mil(z_hal, y, 1.0, k, eps),
         "sparsity": a.mean() if sparsity == "mean" else a.sum(),
         "guide": float(np.abs(1.0 - a - bgp).mean()),
     }
@@ -254,8 +254,9 @@ def test_bcl_and_hal_alone_give_no_gradient_to_attention():
 def test_total_weighting_matches_formula():
     cas, a, y = one()
     cfg = LossConfig(alpha=0.3, beta=0.7, lm1=0.25, lm2=2.0, p=0.4, gamma=GAMMA, r=R)
+    assert cfg.label_eps == 1e-4  # the released code's target: labels / (sum + 1e-4)
     total, terms = HamNetLoss(cfg)(cas, a, y)
-    ref = np_terms(S, A, Y, R, GAMMA)
+    ref = np_terms(S, A, Y, R, GAMMA, eps=1e-4)
     expected = (
         0.25 * (0.6 * ref["bcl"] + 0.4 * ref["hal"])
         + 2.0 * (0.6 * ref["sal"] + 0.4 * ref["ssal"])
@@ -267,6 +268,8 @@ def test_total_weighting_matches_formula():
     for name in ref:
         assert float(terms[name]) == pytest.approx(ref[name], rel=1e-10)
     assert not terms["total"].requires_grad
+    exact, _ = HamNetLoss(dataclasses.replace(cfg, label_eps=0.0))(cas, a, y)
+    assert float(exact) != pytest.approx(float(total), rel=1e-6)  # the epsilon is seen
 
 
 def test_paper_lambdas_of_thumos_defaults():
@@ -304,7 +307,7 @@ def test_ablation_presets_follow_table_1():
     cas, a, y = one()
     total, terms = HamNetLoss(apply_ablation(LossConfig(r=R), "exp1"))(cas, a, y)
     assert set(terms) == {"bcl", "total"}
-    assert float(total) == pytest.approx(0.8 * np_terms(S, A, Y, R, 0.2)["bcl"])
+    assert float(total) == pytest.approx(0.8 * np_terms(S, A, Y, R, 0.2, eps=1e-4)["bcl"])
 
 
 # ------------------------------ padded batches ------------------------------ #
@@ -333,7 +336,7 @@ def test_padded_batch_equals_per_video():
     for b, (s, a) in enumerate(vids):
         t_b, terms_b = crit(tt(s)[None], tt(a)[None, :, None], tt(labels[b])[None])
         per_video.append((float(t_b), {k: float(v) for k, v in terms_b.items()}))
-        ref = np_terms(s, a, labels[b], 3, 0.5)
+        ref = np_terms(s, a, labels[b], 3, 0.5, eps=1e-4)
         for name in ref:  # also against NumPy, per video
             assert per_video[-1][1][name] == pytest.approx(ref[name], rel=1e-10), (b, name)
     assert float(total) == pytest.approx(np.mean([t for t, _ in per_video]), rel=1e-10)

@@ -1,7 +1,12 @@
+"""Snippet sampling: the released HAM-Net sampler's rules (the default) for videos
+shorter than, equal to and longer than n, checked over many seeds against the rules
+written out bin by bin; the "disjoint" and "mask" variants; uniform sampling."""
+
 import numpy as np
 import pytest
 
 from hamnet_deploy.training.sampling import (
+    _bin_edges,
     random_perturb,
     sample_features,
     sample_indices,
@@ -16,12 +21,54 @@ def _bins(T, n):
     return edges[:-1], edges[1:]
 
 
+def _released_choices(T, n):
+    """The released rules, one bin at a time: position i may take any snippet of the
+    closed range [int(i T / n), int((i + 1) T / n)] (float division, as the released
+    code computes it); the last position [int((n - 1) T / n), T - 1]; T == n: i."""
+    if T == n:
+        return [[i] for i in range(n)]
+    cuts = [int(i * T / n) for i in range(n)]
+    out = []
+    for i in range(n):
+        top = cuts[i + 1] if i < n - 1 else T - 1
+        out.append(list(range(cuts[i], max(top, cuts[i]) + 1)))
+    return out
+
+
+@pytest.mark.parametrize("T", [200, 500, 2000, 37, 501, 499])
+def test_released_sampler_follows_the_released_rules(T):
+    n = 500 if T >= 200 else 8
+    choices = _released_choices(T, n)
+    draws = np.stack([random_perturb(T, n, seed) for seed in range(300)])  # the default: released
+    assert draws.shape == (300, n) and draws.dtype == np.int64
+    offsets = draws - np.array([c[0] for c in choices])
+    widths = np.array([len(c) for c in choices])
+    assert (offsets >= 0).all() and (offsets < widths).all()  # every draw is one the rules allow
+    assert (np.diff(draws, axis=1) >= 0).all()  # in order; neighbours may coincide
+    for width in set(widths.tolist()) - {1}:
+        # each allowed snippet equally likely: pooled over the positions with this many choices
+        counts = np.bincount(offsets[:, widths == width].reshape(-1), minlength=width)
+        share = counts / counts.sum()
+        assert np.abs(share - 1 / width).max() < 0.02, (width, share)
+    if T == n:
+        assert (draws == np.arange(n)).all()
+    elif T < n:  # upsampled: deterministic inside a snippet, one of two where a bin straddles
+        assert set(widths.tolist()) <= {1, 2} and (widths == 2).any() and (widths == 1).any()
+    else:  # closed ranges: neighbours share an edge, so a snippet can be drawn twice
+        assert (np.diff(draws, axis=1) == 0).any()
+
+
+def test_integer_bin_edges_equal_the_released_float_ones():
+    for T, n in [(2615, 500), (200, 500), (7, 20), (100_003, 750), (1, 80), (12_345, 80)]:
+        np.testing.assert_array_equal(_bin_edges(T, n)[:-1], (np.arange(n) * T / n).astype(int))
+
+
 @pytest.mark.parametrize("T,n", SIZES)
-def test_random_perturb_one_index_per_bin(T, n):
+def test_disjoint_bins_give_one_index_per_bin(T, n):
     rng = np.random.default_rng(0)
     lo, hi = _bins(T, n)
     for _ in range(5):
-        idx = random_perturb(T, n, rng)
+        idx = random_perturb(T, n, rng, bins="disjoint")
         assert idx.shape == (n,) and idx.dtype == np.int64
         assert (idx >= lo).all() and (idx < hi).all()  # exactly one index in each bin
         assert (np.diff(idx) > 0).all()  # sorted, no repeats
@@ -30,7 +77,7 @@ def test_random_perturb_one_index_per_bin(T, n):
 
 def test_random_perturb_reaches_every_snippet_of_a_bin():
     rng = np.random.default_rng(1)
-    draws = np.stack([random_perturb(12, 3, rng) for _ in range(400)])
+    draws = np.stack([random_perturb(12, 3, rng, bins="disjoint") for _ in range(400)])
     for b in range(3):
         assert set(draws[:, b].tolist()) == set(range(4 * b, 4 * b + 4))
 
@@ -44,22 +91,26 @@ def test_random_perturb_deterministic_for_a_seed():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("short", ["all", "repeat"])
+@pytest.mark.parametrize("short", ["released", "mask", "repeat"])
 def test_uniform_when_T_equals_n(short):
     for fn in (lambda: random_perturb(50, 50, 0, short), lambda: uniform_sample(50, 50, short=short)):
         np.testing.assert_array_equal(fn(), np.arange(50))
 
 
 def test_short_videos():
-    # default: all snippets, the trainer pads
-    np.testing.assert_array_equal(random_perturb(7, 20, 0), np.arange(7))
-    np.testing.assert_array_equal(uniform_sample(7, 20), np.arange(7))
-    # released-code convention: n indices, each snippet repeated
+    # default (released): n indices, each snippet repeated about n / T times
+    up = random_perturb(7, 20, 0)
+    assert up.shape == (20,) and set(up.tolist()) <= set(range(7))
+    # mask: all snippets, the trainer pads
+    np.testing.assert_array_equal(random_perturb(7, 20, 0, short="mask"), np.arange(7))
+    np.testing.assert_array_equal(uniform_sample(7, 20, short="mask"), np.arange(7))
+    # repeat: the released upsampling without its random choice
     rep = random_perturb(7, 20, 0, short="repeat")
     assert rep.shape == (20,) and (np.diff(rep) >= 0).all()
     np.testing.assert_array_equal(rep, (np.arange(20) * 7) // 20)
     assert set(rep.tolist()) == set(range(7))
     np.testing.assert_array_equal(uniform_sample(7, 20, short="repeat"), rep)
+    np.testing.assert_array_equal(uniform_sample(7, 20), rep)  # released uniform_sampling repeats too
 
 
 @pytest.mark.parametrize("T,n", SIZES)
@@ -79,7 +130,8 @@ def test_sample_features():
     np.testing.assert_array_equal(out, feats[idx])
     assert sample_features(feats, 8, mode="uniform").shape == (8, 3)
     assert sample_features(feats, 8, mode="all").shape == (40, 3)
-    assert sample_features(feats, 100).shape == (40, 3)
+    assert sample_features(feats, 100, short="mask").shape == (40, 3)
+    assert sample_features(feats, 100).shape == (100, 3)
     assert sample_features(feats, 100, short="repeat").shape == (100, 3)
     np.testing.assert_array_equal(sample_indices(40, 8, mode="uniform"), np.arange(0, 40, 5))
     np.testing.assert_array_equal(sample_indices(40, 8, mode="uniform", where="centre"), np.arange(2, 40, 5))
@@ -94,5 +146,7 @@ def test_bad_arguments():
         sample_indices(5, 3, mode="dense")
     with pytest.raises(ValueError, match="short"):
         random_perturb(5, 3, short="pad")
+    with pytest.raises(ValueError, match="bins"):
+        random_perturb(5, 3, bins="open")
     with pytest.raises(ValueError, match="T x D"):
         sample_features(np.zeros(5), 3)
