@@ -3,15 +3,15 @@ model: BCL + SAL + sparsity + guide) and exp11 (all six terms, HAM-Net) on the s
 synthetic dataset built on THUMOS14's real timelines, and print detection mAP at tIoU
 0.1..0.7 and the average, next to the paper's averages.
 
-    python bench/ablation.py                   # the README's table (about 25 min on 2 cores)
+    python bench/ablation.py                   # the README's table (about 8 min on 2 cores)
     python bench/ablation.py --seed 1          # another dataset and initialisation
     python bench/ablation.py --runs exp5 exp11 --epochs 30   # a quicker look
     python bench/ablation.py --runs exp11 --set data.short_videos=mask   # a variant, in its own folders
 
 The THUMOS14 recipe is used as is except for the settings printed under "changed from
 the recipe" (a reduced feature dimension and attention width, a learning rate raised
-accordingly, CPU, evaluation only after the last epoch), so three runs fit in well under
-45 minutes on 2 CPU cores. exp1 trains no attention (no loss term reaches the attention
+accordingly, CPU, evaluation only after the last epoch), so three runs fit in about
+10 minutes on 2 CPU cores. exp1 trains no attention (no loss term reaches the attention
 branch), so its detections use the CAS foreground probability as the attention
 (`PostprocessConfig.attention_source="cas"`, chosen by `training.evaluate.postprocess_config`);
 the other runs use their attention branch as in SPEC §4.

@@ -232,6 +232,10 @@ class DataConfig(Settings):
         train_subset: split used for training (W-TALC THUMOS14: ``validation``).
         test_subset: split used for evaluation (W-TALC THUMOS14: ``test``).
         num_workers: DataLoader worker processes (0 = main process).
+        loader: ``"host"`` (a DataLoader sampling on the CPU, batches copied to the
+            device) or ``"device"`` (the training split copied to the device once,
+            order and snippets drawn there, no host work or read-back per step: for
+            GPUs with room for the split; same rules, another random stream).
     """
 
     where = "data setting"
@@ -247,6 +251,7 @@ class DataConfig(Settings):
     train_subset: str = option("validation", nonempty=True)
     test_subset: str = option("test", nonempty=True)
     num_workers: int = option(0, ge=0, le=1024)
+    loader: Literal["host", "device"] = "host"
 
 
 @dataclass

@@ -23,6 +23,7 @@ from hamnet_deploy.runtime.errors import BackendUnavailable, ConfigError
 TORCH_MISSING = ("PyTorch is not installed: pip install 'hamnet-deploy[train]', or run an exported bundle "
                  "with --backend onnxruntime (hamnet export RUN --out bundle)")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class TorchRunner(BaseRunner):
@@ -35,15 +36,20 @@ class TorchRunner(BaseRunner):
             restored when the runner deactivates).
         device: "auto" (CUDA > MPS > CPU), "cpu", "cuda", "cuda:N" or "mps" (checkpoints).
         threads: CPU threads for PyTorch (default: PyTorch's own choice).
+        precision: "fp32" (default), or "bf16" / "fp16": the forward under autocast in
+            that type (outputs come back as float32).
     """
 
     name = "torch"
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, model: Any = None, device: str = "auto",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ConfigError("TorchRunner needs a checkpoint or a model (one of them)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"PyTorch precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         if model is None and device not in DEVICES and not str(device).startswith("cuda:"):
             raise ConfigError(f"PyTorch device {device!r}: choose one of {', '.join(DEVICES)} or cuda:N")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -62,9 +68,9 @@ class TorchRunner(BaseRunner):
         self._was_training = False
 
     @classmethod
-    def from_model(cls, model: Any) -> TorchRunner:
+    def from_model(cls, model: Any, precision: str = "fp32") -> TorchRunner:
         """A runner over an in-memory HAM-Net, on the device its weights are on."""
-        return cls(model=model)
+        return cls(model=model, precision=precision)
 
     @property
     def what(self) -> str:
@@ -124,8 +130,14 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        x = torch.from_numpy(features).to(self._device, non_blocking=True)
         with torch.inference_mode():
-            cas, att = self._model(torch.from_numpy(features).to(self._device))
+            if self.precision == "fp32":
+                cas, att = self._model(x)
+            else:
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                with torch.autocast(self._device.type, dtype=dtype):
+                    cas, att = self._model(x)
         return cas.float().cpu().numpy(), att.float().cpu().numpy()
 
 

@@ -47,6 +47,7 @@ from hamnet_deploy.training.evaluate import evaluate_model, postprocess_config
 from hamnet_deploy.training.health import Health, diagnose
 from hamnet_deploy.training.losses import HamNetLoss
 from hamnet_deploy.training.model import HamNet
+from hamnet_deploy.training.resident import ResidentBatches
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -162,24 +163,30 @@ class _Step:
     grad_clip: float | None
 
 
-def train_epoch(step: _Step, loader: DataLoader, epoch: int, world: int,
-                emit: Any) -> tuple[dict[str, float], int, int]:
-    """The train step: one pass over `loader`; (mean of each loss term, videos, snippets).
-    Emits `train.step` progress after every batch."""
+def train_epoch(step: _Step, loader: Any, epoch: int, world: int, emit: Any, total: int | None = None,
+                sync: bool = True) -> tuple[dict[str, float], int, int]:
+    """The train step: one pass over `loader` (batches of features, labels and lengths,
+    None when every video fills the batch); (mean of each loss term, videos, snippets).
+    Emits `train.step` progress after every batch. `sync=False` (batches on the device)
+    reads nothing back per step: the loss terms add up on the device, the progress
+    carries no loss values, and a non-finite loss is reported at the end of the epoch."""
     step.net.train()
-    sums: dict[str, float] = {}
+    sums: dict[str, Any] = {}
     seen, snippets, t0 = 0, 0, time.perf_counter()
-    total = len(loader)
+    total = len(loader) if total is None else total
     for done, (feats, labels, lengths) in enumerate(loader, 1):
-        feats, labels, lengths = feats.to(step.device), labels.to(step.device), lengths.to(step.device)
-        mask = torch.arange(feats.shape[1], device=step.device)[None, :] < lengths[:, None]
+        feats, labels = feats.to(step.device), labels.to(step.device)
+        full = lengths is None or bool((lengths == feats.shape[1]).all()) if sync else lengths is None
+        mask = None
+        if not full:
+            lengths = lengths.to(step.device)
+            mask = torch.arange(feats.shape[1], device=step.device)[None, :] < lengths[:, None]
         autocast = torch.autocast(step.device.type, dtype=step.dtype) if step.dtype else contextlib.nullcontext()
         with autocast:
             cas, att = step.net(feats, mask)
         loss, terms = step.criterion(cas.float(), att.float(), labels, mask=mask)
-        if not torch.isfinite(loss):
-            raise DataError(f"epoch {epoch}: the loss became {loss.item()}; lower optim.lr or check the "
-                            "features for extreme values")
+        if sync and not torch.isfinite(loss):
+            _not_finite(epoch, loss.item())
         step.optimizer.zero_grad(set_to_none=True)
         if step.scaler is not None:
             step.scaler.scale(loss).backward()
@@ -195,13 +202,23 @@ def train_epoch(step: _Step, loader: DataLoader, epoch: int, world: int,
             step.optimizer.step()
         n = len(feats)
         seen += n
-        snippets += int(lengths.sum())
+        snippets += n * feats.shape[1] if full else int(lengths.sum())
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * n
+            sums[k] = sums.get(k, 0.0) + (float(v) * n if sync else v * n)
         rate = snippets * world / max(time.perf_counter() - t0, 1e-9)
         emit("train.step", "progress", epoch=epoch, step=done, steps=total, snippets_per_s=rate,
-             losses={k: v / seen for k, v in sums.items()})
+             losses={k: v / seen for k, v in sums.items()} if sync else {})
+    if not sync and sums:
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in sums.values()]).tolist()
+        sums = dict(zip(sums, values, strict=True))
+        if not all(v == v and abs(v) != float("inf") for v in values):
+            _not_finite(epoch, sums.get("total", float("nan")) / max(seen, 1))
     return {k: v / max(seen, 1) for k, v in sums.items()}, seen, snippets
+
+
+def _not_finite(epoch: int, value: float) -> None:
+    raise DataError(f"epoch {epoch}: the loss became {value}; lower optim.lr or check the features for "
+                    "extreme values")
 
 
 def train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: bool = False,
@@ -270,7 +287,12 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
     dtype = amp_dtype(device, cfg.amp)
     step = _Step(net, model, HamNetLoss(cfg.loss), optimizer, device, dtype,
                  torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, cfg.optim.grad_clip)
-    samples, sampler, loader = make_loader(cfg, train_set, info.world_size, info.rank, device.type == "cuda")
+    resident = None
+    if cfg.data.loader == "device":
+        resident = ResidentBatches(train_set.features, train_set.labels, cfg.data, cfg.seed, device, info.world_size,
+                                   info.rank)
+    else:
+        samples, sampler, loader = make_loader(cfg, train_set, info.world_size, info.rank, device.type == "cuda")
     post = postprocess_config(cfg)
     state = {"classes": list(data.classes), "config": cfg.to_dict(), "postprocess": post.to_dict(),
              "feature_dim": cfg.model.feature_dim, "num_classes": cfg.model.num_classes}
@@ -279,11 +301,15 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
     best = best_of(run_dir) if resume and main else None  # (epoch, average mAP)
     for epoch in range(start_epoch, cfg.epochs + 1):
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
-        sampler.set_epoch(epoch)
-        samples.epoch = epoch
-        emit("train.epoch.start", "stage", epoch=epoch, epochs=cfg.epochs, steps=len(loader))
+        if resident is None:
+            sampler.set_epoch(epoch)
+            samples.epoch = epoch
+            batches, steps = loader, len(loader)
+        else:
+            batches, steps = resident.epoch(epoch), len(resident)
+        emit("train.epoch.start", "stage", epoch=epoch, epochs=cfg.epochs, steps=steps)
         t0 = time.perf_counter()
-        losses, _, snippets = train_epoch(step, loader, epoch, info.world_size, emit)
+        losses, _, snippets = train_epoch(step, batches, epoch, info.world_size, emit, steps, sync=resident is None)
         epoch_loss = ddp.all_reduce_mean(losses, info)
         elapsed = time.perf_counter() - t0
         outcome.last_loss, outcome.epochs = epoch_loss, epoch

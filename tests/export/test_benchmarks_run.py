@@ -32,3 +32,19 @@ def test_postprocess_speed_runs_on_thumos_timelines(tmp_path):
     rows = [line for line in out.splitlines() if line.split()[-1:] == ["yes"]]
     assert len(rows) >= 6 and not any(line.split()[-1] == "NO" for line in out.splitlines()[4:-1])
     assert "localize >= 50x" in out and "localize_many >= 100x" in out
+
+
+def test_gpu_recipe_script_runs_on_a_cpu(tmp_path):
+    env = {**os.environ, "HAMNET_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_recipe.py"), "--device", "cpu", "--tiny",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = (tmp_path / "out" / "gpu_recipe.md").read_text()
+    for row in ("training: wall time, whole recipe", "seconds per epoch", "evaluations", "network alone",
+                "post-processing alone", "end to end, overlapped", "CPU only"):
+        assert row in table, row
+    without_gpu = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_recipe.py")], capture_output=True,
+                                 text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120, cwd=tmp_path,
+                                 stdin=subprocess.DEVNULL)
+    assert without_gpu.returncode == 2 and "no CUDA GPU" in without_gpu.stderr
