@@ -41,7 +41,12 @@ class ResidentBatches:
                               "every batch is num_snippets long on the device")
         sizes = np.array([len(f) for f in features], dtype=np.int64)
         self.device = device
-        self.flat = torch.from_numpy(np.ascontiguousarray(np.concatenate(features), dtype=np.float32)).to(device)
+        flat = np.ascontiguousarray(np.concatenate(features), dtype=np.float32)
+        try:
+            self.flat = torch.from_numpy(flat).to(device)
+        except torch.OutOfMemoryError:
+            raise ConfigError(f"data.loader=device: the training split ({flat.nbytes / 2**30:.1f} GiB) does not fit "
+                              f"on {device}; use data.loader=host") from None
         self.offsets = torch.from_numpy(np.concatenate(([0], np.cumsum(sizes)[:-1]))).to(device)
         self.lengths = torch.from_numpy(sizes).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(device)

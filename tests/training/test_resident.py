@@ -5,7 +5,6 @@ back on the host during an epoch."""
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -151,4 +150,13 @@ def test_training_with_the_device_loader_end_to_end(tmp_path):
     two = train(cfg, data, tmp_path / "b")
     assert one.epochs == 2 and one.last_eval is not None
     assert one.last_loss == two.last_loss  # reproducible for a seed
-    assert types.SimpleNamespace(**one.last_loss).total > 0
+    assert one.last_loss["total"] > 0
+
+
+def test_a_split_too_large_for_the_device_is_one_line(monkeypatch):
+    def full(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.Tensor, "to", full)
+    with pytest.raises(ConfigError, match=r"does not fit on cpu; use data.loader=host"):
+        _batches([30, 40])
