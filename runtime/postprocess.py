@@ -319,20 +319,16 @@ def _candidate_scores(todo: list[_Video], vid: np.ndarray, first: np.ndarray, la
 
 def _ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos: int):
     """Surviving (video slot, class, score, column) per video, per class in class order,
-    by descending score (ties: proposal order): one short stable sort per (video, class)
-    row of a padded (V, K, n) array."""
-    if num_videos == 1:
-        offsets = np.zeros(1, dtype=np.int64)
-        grid = scores[None]
-    else:
-        counts = np.bincount(vid, minlength=num_videos)
-        offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        grid = np.full((num_videos, scores.shape[0], int(counts.max())), -np.inf)
-        grid[vid, :, np.arange(vid.size) - offsets.take(vid)] = scores.T
-    order = np.argsort(-grid, axis=2, kind="stable")
-    ranked = np.take_along_axis(grid, order, axis=2)
-    part, slot, rank = np.nonzero(ranked > -np.inf)
-    return part, labels[slot, part], ranked[part, slot, rank], order[part, slot, rank] + offsets.take(part)
+    by descending score (ties: proposal order): one lexicographic sort of the surviving
+    (slot, proposal) pairs by (video, slot, -score, column), no padding per video."""
+    k, n = scores.shape
+    flat = scores.reshape(-1)
+    keep = np.flatnonzero(flat > -np.inf)
+    slot, col = np.divmod(keep, n)
+    part = vid.take(col)
+    order = np.lexsort((col, -flat.take(keep), part * k + slot))
+    slot, col, part = slot.take(order), col.take(order), part.take(order)
+    return part, labels[slot, part], flat.take(keep.take(order)), col
 
 
 def _trim(video_index: np.ndarray, label: np.ndarray, score: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
