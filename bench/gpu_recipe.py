@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -75,8 +76,6 @@ def train_part(args, rows: list[tuple[str, str]]) -> HamNet:
     clock = Clock()
     run = Path(args.out or "runs") / "gpu-recipe-run"
     if run.exists():
-        import shutil
-
         shutil.rmtree(run)
     start = time.perf_counter()
     outcome = train(cfg, data, run, report=clock)

@@ -218,10 +218,11 @@ def localize_many(videos: Iterable[Sequence[Any]], config: PostprocessConfig | N
     names, ids, durations, todo = _read_videos(videos, config, classes)
     if not todo:
         return Detections.empty(names)
-    vid, first, last = _proposals(todo, config.action_thresholds)
+    lengths = np.array([v.attention.size for v in todo])
+    vid, first, last = _proposals(todo, lengths, config.action_thresholds)
     if vid.size == 0:
         return Detections.empty(names)
-    scores, labels = _candidate_scores(todo, vid, first, last, config)
+    scores, labels = _candidate_scores(todo, lengths, vid, first, last, config)
     start = first * config.snippet_seconds
     end = (last + 1) * config.snippet_seconds
     sets = vid if len(todo) > 1 else None
@@ -268,14 +269,14 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
     return names, ids, durations, todo
 
 
-def _proposals(todo: list[_Video], thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _proposals(todo: list[_Video], lengths: np.ndarray,
+               thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs of every video (step 3) as (video slot, first, last snippet), grouped by
     video, each video's runs in (threshold, time) order. The attentions are laid end to
     end with one -inf between videos, so no run crosses into the next video."""
     if len(todo) == 1:
         runs = find_runs(todo[0].attention, thresholds)
         return np.zeros(runs.start.size, dtype=np.int64), runs.start, runs.end
-    lengths = np.array([v.attention.size for v in todo])
     bases = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
     joined = np.full(int(lengths.sum() + lengths.size), -np.inf)
     for b, v in zip(bases.tolist(), todo, strict=True):
@@ -287,11 +288,10 @@ def _proposals(todo: list[_Video], thresholds: Sequence[float]) -> tuple[np.ndar
     return vid, runs.start.take(by_video) - bases.take(vid), runs.end.take(by_video) - bases.take(vid)
 
 
-def _candidate_scores(todo: list[_Video], vid: np.ndarray, first: np.ndarray, last: np.ndarray,
-                      config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_scores(todo: list[_Video], lengths: np.ndarray, vid: np.ndarray, first: np.ndarray,
+                      last: np.ndarray, config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Scores (K, n) of every proposal for every kept-class slot (step 4) and the class
     index of each (slot, video) (K, V). A slot past a video's kept classes is -inf."""
-    lengths = np.array([v.attention.size for v in todo])
     if len(todo) == 1:
         v = todo[0]
         prefix, labels, probs, present = v.prefix.reshape(-1), v.kept[:, None], v.probs[:, None], None

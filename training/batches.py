@@ -14,6 +14,12 @@ from torch.utils.data import Dataset
 from hamnet_deploy.training.sampling import sample_indices
 
 
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one epoch's random numbers (`stream` tells independent streams apart:
+    0 for torch's global generator, 1 for the device loader's own)."""
+    return (seed * 1_000_003 + epoch * 7919 + stream * 17) % (2**63 - 1)
+
+
 class TrainSamples(Dataset):
     """Item i: (sampled features [n', D], multi-hot labels [C]) for video i."""
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hamnet_deploy.runtime.errors import ConfigError
+from hamnet_deploy.training.batches import epoch_seed
 from hamnet_deploy.training.config import DataConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
@@ -64,7 +65,7 @@ class ResidentBatches:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The epoch's batches, in a random order drawn from (seed, epoch)."""
-        self.generator.manual_seed((self.seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1))
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, stream=1))
         order = torch.randperm(self.videos, generator=self.generator, device=self.device)
         total = self.per_rank * self.world
         if total > self.videos:

@@ -31,7 +31,7 @@ from hamnet_deploy.runtime.fileio import atomic_write, read_json, write_json_ato
 from hamnet_deploy.runtime.locks import hold
 from hamnet_deploy.runtime.scoring import EvalSummary
 from hamnet_deploy.training import distributed as ddp
-from hamnet_deploy.training.batches import TrainSamples, collate
+from hamnet_deploy.training.batches import TrainSamples, collate, epoch_seed
 from hamnet_deploy.training.checkpoint import (
     CHECKPOINTS,
     LATEST,
@@ -74,10 +74,6 @@ def fit_config_to_data(cfg: TrainConfig, data: WtalDataset) -> TrainConfig:
         model=dataclasses.replace(cfg.model, feature_dim=d, num_classes=c),
         data=dataclasses.replace(cfg.data, feature_dim=d),
     )
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
 
 def make_loader(cfg: TrainConfig, train_set: WtalDataset, world: int = 1, rank: int = 0,
@@ -300,7 +296,7 @@ def _train(cfg: TrainConfig, data: WtalDataset, run_dir: str | Path, resume: boo
     outcome = TrainOutcome(run_dir, start_epoch - 1)
     best = best_of(run_dir) if resume and main else None  # (epoch, average mAP)
     for epoch in range(start_epoch, cfg.epochs + 1):
-        torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
         if resident is None:
             sampler.set_epoch(epoch)
             samples.epoch = epoch
