@@ -4,7 +4,9 @@ longest), batch 1, D = 2048, C = 20, median of repeats. Also the machine's
 attainable rate ("peak") of the kernel its largest layers are made of (a k = 3 conv
 D -> D at the same T, timed as an ONNX Runtime Conv and MatMul graph and as torch's
 conv1d and matmul; the best of them) and what fraction of it each backend achieves
-(FLOPs from `HamNet.flops_per_snippet()`, about 58.3 MFLOP/snippet). The CPU model,
+(FLOPs from `HamNet.flops_per_snippet()`, about 58.3 MFLOP/snippet); the same for the
+INT8 kernel (`int8_kernels`, timed in the same rounds: INT8 rows are reported against it, and its ratio to
+the FP32 peak is the INT8 speed-up the machine allows). The CPU model,
 cores and vector ISA head the output; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for
 this benchmark only (they slow a current NumPy).
 
@@ -98,12 +100,16 @@ def cpu_isa() -> str:
     return platform.machine()
 
 
-def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int, budget: float) -> dict[str, float]:
+def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int,
+                 budget: float) -> tuple[dict[str, float], dict[str, float]]:
     """GFLOP/s of the kernel HAM-Net's largest layers are made of, a k = 3 convolution
     D -> D over T snippets, done the ways the backends do it: an ONNX Runtime Conv graph
     and the same as one MatMul (the unfolded input [T, 3D] x [3D, D]), torch's conv1d and
     matmul, and as the 2-D convolution of height 1 the exported graph uses (ONNX Runtime's
-    blocked-layout kernel). Their best is the attainable rate at this shape ("peak")."""
+    blocked-layout kernel). Their best is the attainable rate at this shape ("peak").
+    The INT8 kernels (`int8_kernels`) are timed in the same round-robin, so the ratio of
+    the two peaks is measured under the same background load. Returns (FP32 GFLOP/s,
+    INT8 GOP/s) per kernel."""
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
@@ -136,10 +142,60 @@ def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int, budget: float)
     fns = {"ORT Conv": lambda: conv.run(None, {"x": x}), "ORT Conv 2-D": lambda: conv2d.run(None, {"x": x4}),
            "ORT MatMul": lambda: mm.run(None, {"x": unfolded}),
            "torch conv1d": lambda: torch.nn.functional.conv1d(tx, tw, padding=1), "torch matmul": lambda: tu @ tw2}
+    int8 = int8_kernels(t, dim, threads)
     with torch.inference_mode():
-        times = interleaved_medians(fns, min_repeat, budget)
+        times = interleaved_medians({**fns, **int8}, min_repeat, budget)
     flop = 2.0 * t * dim * dim * 3
-    return {name: flop / sec / 1e9 for name, (sec, _) in times.items()}
+    rates = {name: flop / sec / 1e9 for name, (sec, _) in times.items()}
+    return {n: rates[n] for n in fns}, {n: rates[n] for n in int8}
+
+
+def int8_kernels(t: int, dim: int, threads: int) -> dict[str, Callable[[], object]]:
+    """The same k = 3 convolution D -> D in INT8 (uint8 activations, int8
+    weights per output channel, the scheme `export.int8_cpu` writes), the ways ONNX
+    Runtime can run it: QLinearConv on the 2-D layout the INT8 model has, the
+    channels-last QLinearConv its NHWC transformer turns that into (without the
+    transposes), and the unfolded input as one QLinearMatMul and one MatMulInteger.
+    Their best over the FP32 peak is the INT8 speed-up this machine allows."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    u8 = TensorProto.UINT8
+    w = rng.integers(-127, 128, (dim, dim, 1, 3)).astype(np.int8)
+    consts = [numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+              numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+              numpy_helper.from_array(np.full(dim, 1e-3, np.float32), "ws"),
+              numpy_helper.from_array(np.zeros(dim, np.int8), "wz"),
+              numpy_helper.from_array(np.zeros(dim, np.int32), "b")]
+    scalar_w = [numpy_helper.from_array(np.array(1e-3, np.float32), "ws1"),
+                numpy_helper.from_array(np.array(0, np.int8), "wz1")]
+    conv_in = ["x", "xs", "xz", "w", "ws", "wz", "xs", "xz", "b"]
+
+    def session(node: Any, shape: list[int], weight: np.ndarray, extra: list[Any], out_type: int = u8) -> Any:
+        graph = helper.make_graph([node], "peak", [helper.make_tensor_value_info("x", u8, shape)],
+                                  [helper.make_tensor_value_info("y", out_type, None)],
+                                  [numpy_helper.from_array(weight, "w"), *consts, *extra])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    unfolded_w = np.ascontiguousarray(w[:, :, 0, :].transpose(2, 1, 0).reshape(3 * dim, dim))
+    nchw = session(helper.make_node("QLinearConv", conv_in, ["y"], pads=[0, 1, 0, 1]), [1, dim, 1, t], w, [])
+    nhwc = session(helper.make_node("QLinearConv", conv_in, ["y"], pads=[0, 1, 0, 1], channels_last=1,
+                                    domain="com.microsoft"), [1, 1, t, dim], w, [])
+    qmm = session(helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws1", "wz1", "xs", "xz"], ["y"]),
+                  [t, 3 * dim], unfolded_w, scalar_w)
+    mmi = session(helper.make_node("MatMulInteger", ["x", "w", "xz"], ["y"]), [t, 3 * dim], unfolded_w, [],
+                  TensorProto.INT32)
+    x4 = rng.integers(0, 256, (1, dim, 1, t)).astype(np.uint8)
+    xl = np.ascontiguousarray(x4.transpose(0, 2, 3, 1))
+    xu = rng.integers(0, 256, (t, 3 * dim)).astype(np.uint8)
+    return {"QLinearConv 2-D": lambda: nchw.run(None, {"x": x4}),
+            "QLinearConv NHWC": lambda: nhwc.run(None, {"x": xl}),
+            "QLinearMatMul": lambda: qmm.run(None, {"x": xu}), "MatMulInteger": lambda: mmi.run(None, {"x": xu})}
 
 
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> dict[str, float]:
@@ -223,15 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"sgemm (2048^3 float32, best of 7): NumPy {rates['numpy']:.1f} GFLOP/s, "
                       f"torch.mm {rates['torch']:.1f} GFLOP/s (for reference)")
         peaks: dict[int, dict[str, float]] = {}
+        peaks8: dict[int, dict[str, float]] = {}
         for t in args.lengths:
-            with console.status(f"T = {t}: the k = 3 conv kernel's attainable rate"):
-                peaks[t] = kernel_peaks(t, args.dim, args.threads, args.min_repeat, args.budget)
-        ptable = Table(title=f"peak: one k = 3 conv {args.dim} -> {args.dim} (GFLOP/s, median)", title_justify="left")
-        for col in ("T", *next(iter(peaks.values())), "peak"):
-            ptable.add_column(col, justify="right")
-        for t, row in peaks.items():
-            ptable.add_row(str(t), *(f"{v:.1f}" for v in row.values()), f"{max(row.values()):.1f}")
-        console.print(ptable)
+            with console.status(f"T = {t}: the k = 3 conv kernel's attainable rate, FP32 and INT8"):
+                peaks[t], peaks8[t] = kernel_peaks(t, args.dim, args.threads, args.min_repeat, args.budget)
+        for title, table_peaks in ((f"peak: one k = 3 conv {args.dim} -> {args.dim} (GFLOP/s, median)", peaks),
+                                   ("INT8 peak: the same conv in ONNX Runtime INT8 (GOP/s, median)", peaks8)):
+            ptable = Table(title=title, title_justify="left")
+            extra = ("INT8 peak / FP32 peak",) if table_peaks is peaks8 else ()
+            for col in ("T", *next(iter(table_peaks.values())), "peak", *extra):
+                ptable.add_column(col, justify="right")
+            for t, row in table_peaks.items():
+                ratio = (f"{max(row.values()) / max(peaks[t].values()):.2f}x",) if extra else ()
+                ptable.add_row(str(t), *(f"{v:.1f}" for v in row.values()), f"{max(row.values()):.1f}", *ratio)
+            console.print(ptable)
 
         runners: dict[str, Any] = {}
         for fmt in benchmark_formats("cpu"):
@@ -252,11 +313,13 @@ def main(argv: list[str] | None = None) -> int:
                 times = interleaved_medians({n: (lambda run=run, x=x: run.infer(x)) for n, run in runners.items()},
                                             args.min_repeat, args.budget)
             peak = max(peaks[t].values())
+            peak8 = max(peaks8[t].values())
             base = times["torch eager fp32"][0]
             fp = times["ORT fp32"][0]
             for name, (sec, n) in times.items():
                 gf = flops * t / sec / 1e9
-                table.add_row(str(t), name, f"{sec * 1e3:.1f}", f"{t / sec:,.0f}", f"{gf:.1f}", f"{100 * gf / peak:.0f}",
+                share = 100 * gf / (peak8 if "int8" in name else peak)
+                table.add_row(str(t), name, f"{sec * 1e3:.1f}", f"{t / sec:,.0f}", f"{gf:.1f}", f"{share:.0f}",
                               f"{base / sec:.2f}x", f"{fp / sec:.2f}x", str(n))
             table.add_section()
             if base / fp < TARGET_ORT_VS_TORCH:
@@ -268,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"{100 * TARGET_PEAK:.0f} %")
             q = times["ORT int8"][0]
             if t >= TARGET_LONG_T and fp / q < TARGET_INT8_SPEEDUP:
-                misses.append(f"T = {t}: INT8 is {fp / q:.2f}x FP32, target {TARGET_INT8_SPEEDUP}x")
+                misses.append(f"T = {t}: INT8 is {fp / q:.2f}x FP32, target {TARGET_INT8_SPEEDUP}x (this machine's "
+                              f"INT8 / FP32 kernel peak: {peak8 / peak:.2f}x)")
         console.print(table)
+        console.print("% peak: FP32 rows against the FP32 peak, INT8 rows against the INT8 peak")
 
         with console.status("INT8 vs FP32 outputs"):
             report = compare(runners["ORT fp32"], runners["ORT int8"], feature_dim=args.dim,

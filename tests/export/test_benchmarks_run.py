@@ -20,6 +20,7 @@ def test_infer_speed_runs_and_prints_its_tables(tmp_path):
     out = done.stdout
     assert "no OPENBLAS overrides" in out and "ISA" in out
     assert "peak: one k = 3 conv" in out and "% peak" in out and "targets:" in out
+    assert "INT8 peak: the same conv" in out and "INT8 peak / FP32 peak" in out
 
 
 def test_postprocess_speed_runs_on_thumos_timelines(tmp_path):
