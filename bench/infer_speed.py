@@ -100,6 +100,20 @@ def cpu_isa() -> str:
     return platform.machine()
 
 
+def one_node_session(node: Any, x_type: int, x_shape: list[int], y_type: int, initializers: list[Any],
+                     threads: int) -> Any:
+    """An ONNX Runtime CPU session of one node `x -> y` (the kernels timed for the peaks)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = helper.make_graph([node], "peak", [helper.make_tensor_value_info("x", x_type, x_shape)],
+                              [helper.make_tensor_value_info("y", y_type, None)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int,
                  budget: float) -> tuple[dict[str, float], dict[str, float]]:
     """GFLOP/s of the kernel HAM-Net's largest layers are made of, a k = 3 convolution
@@ -110,7 +124,6 @@ def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int,
     The INT8 kernels (`int8_kernels`) are timed in the same round-robin, so the ratio of
     the two peaks is measured under the same background load. Returns (FP32 GFLOP/s,
     INT8 GOP/s) per kernel."""
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
@@ -120,24 +133,14 @@ def kernel_peaks(t: int, dim: int, threads: int, min_repeat: int,
     unfolded = np.ascontiguousarray(np.concatenate([np.pad(x[0], ((0, 0), (1, 1)))[:, i:i + t] for i in range(3)]).T)
     w2 = np.ascontiguousarray(w.transpose(2, 1, 0).reshape(3 * dim, dim))
 
-    def session(node: Any, inp: Any, out: Any, init: Any) -> Any:
-        graph = helper.make_graph([node], "peak", [inp], [out], [init])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
     f = TensorProto.FLOAT
-    conv = session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1]),
-                   helper.make_tensor_value_info("x", f, [1, dim, t]), helper.make_tensor_value_info("y", f, None),
-                   numpy_helper.from_array(w, "w"))
-    conv2d = session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 1, 0, 1]),
-                     helper.make_tensor_value_info("x", f, [1, dim, 1, t]), helper.make_tensor_value_info("y", f, None),
-                     numpy_helper.from_array(w[:, :, None, :], "w"))
+    conv = one_node_session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1]), f, [1, dim, t], f,
+                            [numpy_helper.from_array(w, "w")], threads)
+    conv2d = one_node_session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 1, 0, 1]), f, [1, dim, 1, t], f,
+                              [numpy_helper.from_array(w[:, :, None, :], "w")], threads)
     x4 = x[:, :, None, :]
-    mm = session(helper.make_node("MatMul", ["x", "w"], ["y"]),
-                 helper.make_tensor_value_info("x", f, [t, 3 * dim]), helper.make_tensor_value_info("y", f, None),
-                 numpy_helper.from_array(w2, "w"))
+    mm = one_node_session(helper.make_node("MatMul", ["x", "w"], ["y"]), f, [t, 3 * dim], f,
+                          [numpy_helper.from_array(w2, "w")], threads)
     tx, tw, tu, tw2 = (torch.from_numpy(a) for a in (x, w, unfolded, w2))
     fns = {"ORT Conv": lambda: conv.run(None, {"x": x}), "ORT Conv 2-D": lambda: conv2d.run(None, {"x": x4}),
            "ORT MatMul": lambda: mm.run(None, {"x": unfolded}),
@@ -157,7 +160,6 @@ def int8_kernels(t: int, dim: int, threads: int) -> dict[str, Callable[[], objec
     channels-last QLinearConv its NHWC transformer turns that into (without the
     transposes), and the unfolded input as one QLinearMatMul and one MatMulInteger.
     Their best over the FP32 peak is the INT8 speed-up this machine allows."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -173,14 +175,8 @@ def int8_kernels(t: int, dim: int, threads: int) -> dict[str, Callable[[], objec
     conv_in = ["x", "xs", "xz", "w", "ws", "wz", "xs", "xz", "b"]
 
     def session(node: Any, shape: list[int], weight: np.ndarray, extra: list[Any], out_type: int = u8) -> Any:
-        graph = helper.make_graph([node], "peak", [helper.make_tensor_value_info("x", u8, shape)],
-                                  [helper.make_tensor_value_info("y", out_type, None)],
-                                  [numpy_helper.from_array(weight, "w"), *consts, *extra])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                        helper.make_opsetid("com.microsoft", 1)])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return one_node_session(node, u8, shape, out_type, [numpy_helper.from_array(weight, "w"), *consts, *extra],
+                                threads)
 
     unfolded_w = np.ascontiguousarray(w[:, :, 0, :].transpose(2, 1, 0).reshape(3 * dim, dim))
     nchw = session(helper.make_node("QLinearConv", conv_in, ["y"], pads=[0, 1, 0, 1]), [1, dim, 1, t], w, [])
@@ -283,15 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         for t in args.lengths:
             with console.status(f"T = {t}: the k = 3 conv kernel's attainable rate, FP32 and INT8"):
                 peaks[t], peaks8[t] = kernel_peaks(t, args.dim, args.threads, args.min_repeat, args.budget)
-        for title, table_peaks in ((f"peak: one k = 3 conv {args.dim} -> {args.dim} (GFLOP/s, median)", peaks),
-                                   ("INT8 peak: the same conv in ONNX Runtime INT8 (GOP/s, median)", peaks8)):
+        best = {t: max(row.values()) for t, row in peaks.items()}
+        best8 = {t: max(row.values()) for t, row in peaks8.items()}
+        for title, table_peaks, table_best in (
+                (f"peak: one k = 3 conv {args.dim} -> {args.dim} (GFLOP/s, median)", peaks, best),
+                ("INT8 peak: the same conv in ONNX Runtime INT8 (GOP/s, median)", peaks8, best8)):
             ptable = Table(title=title, title_justify="left")
-            extra = ("INT8 peak / FP32 peak",) if table_peaks is peaks8 else ()
-            for col in ("T", *next(iter(table_peaks.values())), "peak", *extra):
+            int8_table = table_peaks is peaks8
+            for col in ("T", *next(iter(table_peaks.values())), "peak", *(("INT8 peak / FP32 peak",) * int8_table)):
                 ptable.add_column(col, justify="right")
             for t, row in table_peaks.items():
-                ratio = (f"{max(row.values()) / max(peaks[t].values()):.2f}x",) if extra else ()
-                ptable.add_row(str(t), *(f"{v:.1f}" for v in row.values()), f"{max(row.values()):.1f}", *ratio)
+                ratio = (f"{best8[t] / best[t]:.2f}x",) * int8_table
+                ptable.add_row(str(t), *(f"{v:.1f}" for v in row.values()), f"{table_best[t]:.1f}", *ratio)
             console.print(ptable)
 
         runners: dict[str, Any] = {}
@@ -312,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             with console.status(f"T = {t}: timing {', '.join(runners)} round-robin"):
                 times = interleaved_medians({n: (lambda run=run, x=x: run.infer(x)) for n, run in runners.items()},
                                             args.min_repeat, args.budget)
-            peak = max(peaks[t].values())
-            peak8 = max(peaks8[t].values())
+            peak, peak8 = best[t], best8[t]
             base = times["torch eager fp32"][0]
             fp = times["ORT fp32"][0]
             for name, (sec, n) in times.items():
