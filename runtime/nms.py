@@ -64,11 +64,13 @@ def _iou(s1, e1, s2, e2, len1, len2, legacy: bool) -> np.ndarray:
 
 
 class _Bucket(NamedTuple):
-    """Groups of one width. Padding slots of `members` hold N (a -inf score column)."""
+    """Groups of one width, and the pair tables of their real members (row by row: group
+    0's members, then group 1's, ...)."""
 
-    members: np.ndarray  # (G, W) member indices, by start then input order
-    size: np.ndarray  # (G,)
-    rows: np.ndarray  # (n,) g * W + p of every real member p of group g
+    members: np.ndarray  # (G, W) member indices, by start then input order; padding holds N
+    first: np.ndarray  # (G,) table row of each group's first member
+    member: np.ndarray  # (n,) member index of each table row
+    column: np.ndarray  # (n,) position p of each table row's member in its group
     iou: np.ndarray  # (n, W) IoU of each real member with its group's members (padding: any)
 
 
@@ -86,21 +88,18 @@ def _buckets(start: np.ndarray, end: np.ndarray, legacy: bool, sets: np.ndarray 
     else:
         key_start, key_end = start, end
     order = np.argsort(key_start, kind="stable")
-    s_sorted = start.take(order)
-    e_sorted = end.take(order)
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    if n > 1:
-        # Same expression as the intersection in _iou: <= 0 means no earlier segment
-        # of the group touches this one.
-        gap = np.maximum.accumulate(key_end.take(order))[:-1] - key_start.take(order)[1:]
-        if legacy:
-            gap += 1.0
-        np.less_equal(gap, 0.0, out=new[1:])
-    first = np.flatnonzero(new)
-    size = np.empty(first.size, dtype=np.int64)
-    np.subtract(first[1:], first[:-1], out=size[:-1])
-    size[-1] = n - first[-1]
+    if n < 2:
+        return [], order
+    # Same expression as the intersection in _iou: <= 0 means no earlier segment of the
+    # group touches this one, which then starts a new group.
+    gap = np.maximum.accumulate(key_end.take(order))[:-1] - key_start.take(order)[1:]
+    if legacy:
+        gap += 1.0
+    first = np.flatnonzero(gap <= 0.0)
+    first += 1
+    bounds = np.concatenate(([0], first, [n]))
+    size = np.diff(bounds)
+    first = bounds[:-1]
     single = order.take(first[size == 1])
     multi = np.flatnonzero(size > 1)
     if multi.size == 0:
@@ -115,9 +114,9 @@ def _buckets(start: np.ndarray, end: np.ndarray, legacy: bool, sets: np.ndarray 
         # small next to the one before joins it.
         width_class = np.ceil(np.log(sizes) / np.log(_BUCKET_GROWTH)).astype(np.int64)
         by_class = np.argsort(-width_class, kind="stable")
-        bounds = np.flatnonzero(np.diff(width_class.take(by_class))) + 1
+        cuts = np.flatnonzero(np.diff(width_class.take(by_class))) + 1
         plan = []
-        for chunk in np.split(by_class, bounds):
+        for chunk in np.split(by_class, cuts):
             if plan:
                 width = int(sizes.take(plan[-1]).max())
                 if classes * (plan[-1].size + chunk.size) * width <= _MERGE_ELEMENTS:
@@ -125,25 +124,27 @@ def _buckets(start: np.ndarray, end: np.ndarray, legacy: bool, sets: np.ndarray 
                     continue
             plan.append(chunk)
 
+    s_sorted = start.take(order)
+    e_sorted = end.take(order)
     length_sorted = e_sorted - s_sorted
     buckets = []
     for chunk in plan:
         g_first = first.take(multi.take(chunk))
+        width = int(sizes.take(chunk).max())
+        slots = g_first[:, None] + np.arange(width)  # (G, W) positions in sorted order
         g_size = sizes.take(chunk)
-        width = int(g_size.max())
-        cols = np.arange(width)
-        slots = g_first[:, None] + cols  # (G, W) positions in sorted order
-        pad = cols >= g_size[:, None]
-        real = ~pad
-        group_of = np.nonzero(real)[0]  # group of each real member, row by row
+        real = slots < (g_first + g_size)[:, None]
+        group_of, column = np.nonzero(real)  # group and position of each real member
         gs = s_sorted.take(slots, mode="clip")
         ge = e_sorted.take(slots, mode="clip")
         gl = length_sorted.take(slots, mode="clip")
-        iou = _iou(gs[real][:, None], ge[real][:, None], gs.take(group_of, axis=0), ge.take(group_of, axis=0),
-                   gl[real][:, None], gl.take(group_of, axis=0), legacy)
+        at = slots[real]
+        iou = _iou(s_sorted.take(at)[:, None], e_sorted.take(at)[:, None], gs.take(group_of, axis=0),
+                   ge.take(group_of, axis=0), length_sorted.take(at)[:, None], gl.take(group_of, axis=0), legacy)
         members = order.take(slots, mode="clip")
-        members[pad] = n
-        buckets.append(_Bucket(members, g_size, np.flatnonzero(real), iou))
+        members[~real] = n
+        table_first = np.cumsum(g_size) - g_size
+        buckets.append(_Bucket(members, table_first, order.take(at), column, iou))
     return buckets, single
 
 
@@ -163,31 +164,27 @@ def _check(segments, scores, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return seg, sc2, single
 
 
-def _rows(bucket: _Bucket, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Current scores (K*G, W) of a bucket, row = (class, group), and per row the
-    offsets into the flat scores and into the (G*W, W) pair tables."""
-    k = padded.shape[0]
-    n_groups, width = bucket.members.shape
-    cur = padded.take(bucket.members, axis=1).reshape(k * n_groups, width)
-    rows = np.arange(k * n_groups)
-    return cur, rows * width, rows % n_groups * width
-
-
-def _with_sentinel(sc: np.ndarray) -> np.ndarray:
-    padded = np.empty((sc.shape[0], sc.shape[1] + 1), dtype=np.float64)
-    padded[:, :-1] = sc
-    padded[:, -1] = -np.inf
-    return padded
-
-
-def _each_bucket(buckets: list[_Bucket], sc: np.ndarray):
-    """(bucket, its current scores, flat-row offsets, pair-row offsets) for each bucket
-    (`_rows`), over the scores with their -inf padding column."""
+def _each_bucket(buckets: list[_Bucket], sc: np.ndarray, absent: bool):
+    """Per bucket: the bucket, the current scores (R, W) of its rows (a row is one
+    (class, group) pair; with `absent`, rows whose members are all -inf are left out),
+    each row's class, and the pair-table row of each row's first member (a row picks
+    member p: its table row is that plus p)."""
     if not buckets:
         return
-    padded = _with_sentinel(sc)
+    k = sc.shape[0]
+    padded = np.empty((k, sc.shape[1] + 1), dtype=np.float64)
+    padded[:, :-1] = sc
+    padded[:, -1] = -np.inf
     for b in buckets:
-        yield (b, *_rows(b, padded))
+        n_groups, width = b.members.shape
+        cur = padded.take(b.members, axis=1).reshape(k * n_groups, width)
+        if absent:  # only many videos at once leave whole rows absent
+            live = np.flatnonzero(cur.max(axis=1) > -np.inf)
+            cur = cur.take(live, axis=0)
+            cls, group = np.divmod(live, n_groups)
+            yield b, cur, cls, b.first.take(group)
+        else:
+            yield b, cur, np.repeat(np.arange(k), n_groups), np.tile(b.first, k)
 
 
 def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) -> np.ndarray:
@@ -215,20 +212,24 @@ def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, 
     buckets, _ = _buckets(start, end, legacy, sets, sc.shape[0])
     flat_out = out.reshape(-1)
     n = sc.shape[1]
-    for b, cur, flat_rows, pair_rows in _each_bucket(buckets, sc):
-        n_groups, width = b.members.shape
-        # Row g * W + p: the factors applied when member p of group g is picked. Floored
+    for b, cur, cls, pair_rows in _each_bucket(buckets, sc, sets is not None):
+        width = b.members.shape[1]
+        # Table row first[g] + p: the factors applied when member p of group g is picked. Floored
         # at the smallest normal float so -inf (picked, padding) never meets 0.
-        weight = np.ones((n_groups * width, width), dtype=np.float64)
-        weight[b.rows] = np.maximum(np.exp(-(b.iou * b.iou) / sigma), _TINY)
+        weight = b.iou * b.iou
+        weight /= -sigma
+        np.exp(weight, out=weight)
+        np.maximum(weight, _TINY, out=weight)
         flat = cur.reshape(-1)
+        rows = cur.shape[0]
+        flat_rows = np.arange(0, rows * width, width)
         # Every step writes into buffers made here: argmax, take and add with `out=`
         # allocate nothing (mode="clip": `take` into `out` unbuffered; the indices are
         # valid), and seven calls a step is what bounds the loop.
-        picks = np.empty((width, cur.shape[0]), dtype=np.intp)
-        values = np.empty((width, cur.shape[0]), dtype=np.float64)
-        where = np.empty(cur.shape[0], dtype=np.intp)
-        pair = np.empty(cur.shape[0], dtype=np.intp)
+        picks = np.empty((width, rows), dtype=np.intp)
+        values = np.empty((width, rows), dtype=np.float64)
+        where = np.empty(rows, dtype=np.intp)
+        pair = np.empty(rows, dtype=np.intp)
         factor = np.empty_like(cur)
         for step in range(width):
             idx = cur.argmax(axis=1, out=picks[step])
@@ -238,11 +239,11 @@ def _soft_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, sigma: float, 
             weight.take(pair, axis=0, out=factor, mode="clip")
             cur *= factor
             flat[where] = -np.inf
-        # Row r = (class r // G, group r % G) picked member picks[s, r] at step s; a
-        # value of -inf is padding or an absent pair and changes nothing.
+        # Row r picked member picks[s, r] of its group at step s; a value of -inf is
+        # padding or an absent pair and changes nothing.
         done = values > -np.inf
-        member = b.members.reshape(-1).take(pair_rows + picks)
-        target = np.repeat(np.arange(sc.shape[0]) * n, n_groups) + member
+        target = b.member.take(pair_rows + picks)
+        target += cls * n
         flat_out[target[done]] = values[done]
     return out
 
@@ -271,14 +272,14 @@ def _hard_nms(start: np.ndarray, end: np.ndarray, sc: np.ndarray, iou_threshold:
     keep[:, single] = present[:, single]
     flat_keep = keep.reshape(-1)
     n = sc.shape[1]
-    for b, cur, flat_rows, pair_rows in _each_bucket(buckets, sc):
-        n_groups, width = b.members.shape
-        drop = np.zeros((n_groups * width, width), dtype=bool)
-        drop[b.rows] = b.iou >= iou_threshold
-        drop[b.rows, b.rows % width] = True  # the kept one itself
+    for b, cur, cls, pair_rows in _each_bucket(buckets, sc, sets is not None):
+        width = b.members.shape[1]
+        drop = b.iou >= iou_threshold
+        drop[np.arange(drop.shape[0]), b.column] = True  # the kept one itself
         flat = cur.reshape(-1)
-        members = b.members.reshape(-1)
-        offset = np.repeat(np.arange(sc.shape[0]) * n, n_groups)
+        flat_rows = np.arange(0, cur.shape[0] * width, width)
+        members = b.member
+        offset = cls * n
         for _ in range(width):
             idx = cur.argmax(axis=1)
             live = flat.take(flat_rows + idx) > -np.inf

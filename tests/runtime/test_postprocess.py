@@ -271,6 +271,27 @@ def test_localize_many_equals_one_call_per_video():
     assert len(localize_many([], classes=["a"])) == 0
 
 
+def test_large_batches_rank_like_small_ones():
+    # Past a few thousand detections the output order comes from one integer sort
+    # instead of a lexsort. Periodic videos (the same action every 20 snippets, flat
+    # CAS) give equal scores to different segments, which must keep proposal order.
+    bench = _bench()
+    rng = np.random.default_rng(8)
+    items = [(f"v{i}", *bench.make_video(rng, t=int(rng.integers(150, 300)), kept=(2, 5))) for i in range(12)]
+    periodic = np.where(np.arange(200) % 20 < 5, 0.9, 0.1)
+    flat_cas = np.zeros((200, 21))
+    flat_cas[:, 3] = 5.0
+    items += [(f"p{i}", flat_cas, periodic) for i in range(12)]
+    for cfg in (PostprocessConfig(nms="none"), PostprocessConfig()):
+        many = localize_many(items, cfg)
+        assert len(many) > 2048
+        joined = Detections.concatenate([localize(c, a, cfg, video=v) for v, c, a in items])
+        for f in ("video", "label", "score", "t_start", "t_end"):
+            assert np.array_equal(getattr(many, f), getattr(joined, f)), f
+        tied = np.flatnonzero((np.diff(many.score) == 0) & (np.diff(many.t_start) != 0))
+        assert tied.size  # equal scores, different segments: their order is tested
+
+
 # ----------------------------------------------------------------------------- attention source
 
 def test_cas_foreground_hand_computed_and_stable():
