@@ -95,13 +95,13 @@ def _buckets(start: np.ndarray, end: np.ndarray, legacy: bool, sets: np.ndarray 
     gap = np.maximum.accumulate(key_end.take(order))[:-1] - key_start.take(order)[1:]
     if legacy:
         gap += 1.0
-    first = np.flatnonzero(gap <= 0.0)
+    first = (gap <= 0.0).nonzero()[0]
     first += 1
     bounds = np.concatenate(([0], first, [n]))
-    size = np.diff(bounds)
+    size = np.subtract(bounds[1:], bounds[:-1])
     first = bounds[:-1]
     single = order.take(first[size == 1])
-    multi = np.flatnonzero(size > 1)
+    multi = (size > 1).nonzero()[0]
     if multi.size == 0:
         return [], single
 
@@ -179,12 +179,13 @@ def _each_bucket(buckets: list[_Bucket], sc: np.ndarray, absent: bool):
         n_groups, width = b.members.shape
         cur = padded.take(b.members, axis=1).reshape(k * n_groups, width)
         if absent:  # only many videos at once leave whole rows absent
-            live = np.flatnonzero(cur.max(axis=1) > -np.inf)
+            live = (cur.max(axis=1) > -np.inf).nonzero()[0]
             cur = cur.take(live, axis=0)
             cls, group = np.divmod(live, n_groups)
             yield b, cur, cls, b.first.take(group)
         else:
-            yield b, cur, np.repeat(np.arange(k), n_groups), np.tile(b.first, k)
+            cls, group = np.divmod(np.arange(k * n_groups), n_groups)
+            yield b, cur, cls, b.first.take(group)
 
 
 def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) -> np.ndarray:

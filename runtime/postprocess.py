@@ -155,7 +155,8 @@ def _video_scores(rows: np.ndarray, topk_ratio: float) -> np.ndarray:
     """Softmax of the top-k means of the (C+1, T) rows, background dropped."""
     t = rows.shape[1]
     k = max(1, int(t // topk_ratio))
-    pooled = np.partition(rows, t - k, axis=1)[:, t - k:].mean(axis=1)
+    pooled = np.add.reduce(np.partition(rows, t - k, axis=1)[:, t - k:], axis=1)
+    pooled /= k
     pooled -= pooled.max()
     np.exp(pooled, out=pooled)
     pooled /= pooled.sum()
@@ -235,7 +236,9 @@ def localize_many(videos: Iterable[Sequence[Any]], config: PostprocessConfig | N
     video_index = np.array([v.index for v in todo], dtype=np.int64).take(part)
     cols = _trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config)
     video_index, label, score, t_start, t_end = cols
-    return Detections.from_arrays(names, np.array(ids, dtype=object).take(video_index), label, score, t_start, t_end)
+    # Every column already has its type and length: no second check of them.
+    return Detections(tuple(str(c) for c in names), np.array(ids, dtype=object).take(video_index), label, score,
+                      t_start, t_end)
 
 
 def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, classes: Sequence[str] | None):
@@ -260,7 +263,7 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
         att = _attention_for(cas, att, config)
         rows = _weighted_rows(cas, att)
         probs = _video_scores(rows, config.topk_ratio)
-        kept = np.flatnonzero(probs >= config.class_threshold)
+        kept = (probs >= config.class_threshold).nonzero()[0]
         if kept.size:
             todo.append(_Video(len(ids), att, row_prefix_sums(rows.take(kept, axis=0)), kept, probs.take(kept)))
         ids.append(video)
@@ -295,7 +298,7 @@ def _candidate_scores(todo: list[_Video], lengths: np.ndarray, vid: np.ndarray, 
     if len(todo) == 1:
         v = todo[0]
         prefix, labels, probs, present = v.prefix.reshape(-1), v.kept[:, None], v.probs[:, None], None
-        offsets = np.broadcast_to((np.arange(v.kept.size) * (v.attention.size + 1))[:, None], (v.kept.size, vid.size))
+        offsets = (np.arange(v.kept.size) * (v.attention.size + 1))[:, None]  # (K, 1): broadcast over proposals
     else:
         k_max = max(v.kept.size for v in todo)
         kept = np.array([v.kept.size for v in todo])
@@ -323,7 +326,7 @@ def _ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos:
     proposal) pairs by (video, slot, -score, column), no padding per video."""
     k, n = scores.shape
     flat = scores.reshape(-1)
-    keep = np.flatnonzero(flat > -np.inf)
+    keep = (flat > -np.inf).nonzero()[0]
     slot, col = np.divmod(keep, n)
     part = vid.take(col)
     value = flat.take(keep)

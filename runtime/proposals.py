@@ -27,7 +27,8 @@ def find_runs(attention: np.ndarray, thresholds: np.ndarray) -> Runs:
     width = att.size + 2
     mask = np.zeros((thr.size, width), dtype=bool)
     np.greater(att, thr[:, None], out=mask[:, 1:-1])
-    edges = np.flatnonzero(np.diff(mask.reshape(-1)))  # bool diff: True where the mask changes
+    flat = mask.reshape(-1)
+    edges = np.not_equal(flat[1:], flat[:-1]).nonzero()[0]  # where the mask changes
     rises, falls = edges[0::2], edges[1::2]
     # A rise at flat k: padded column (k % width) + 1, i.e. snippet k % width, starts a run;
     # a fall at flat k: padded column k % width, i.e. snippet k % width - 1, ends it.
@@ -55,7 +56,7 @@ def contrast_scores(rows: np.ndarray, start: np.ndarray, end: np.ndarray,
     prefix = row_prefix_sums(rows)
     k, width = prefix.shape
     n = len(start)
-    offsets = np.broadcast_to((np.arange(k) * width)[:, None], (k, n))
+    offsets = (np.arange(k) * width)[:, None]
     return contrast_scores_prefix(prefix.reshape(-1), offsets, start, end, np.full(n, width - 1), outer_ratio)
 
 
@@ -63,8 +64,8 @@ def contrast_scores_prefix(prefix: np.ndarray, offsets: np.ndarray, start: np.nd
                            length: np.ndarray, outer_ratio: float = 0.25) -> np.ndarray:
     """`contrast_scores` read from prefix sums laid end to end, for proposals of any
     number of videos and rows at once: `prefix` is the flat concatenation of
-    `row_prefix_sums` rows, `offsets` (K, n) where the row of each (row slot, proposal)
-    starts in it, `start`/`end` (n,) snippet indices within the proposal's video and
+    `row_prefix_sums` rows, `offsets` (K, n) (or (K, 1) for all proposals alike) where
+    the row of each (row slot, proposal) starts in it, `start`/`end` (n,) snippet indices within the proposal's video and
     `length` (n,) that video's T. No padding to the longest video: the cost is that of
     the proposals, and each row's sums are its own, so results do not depend on which
     videos are computed together."""
