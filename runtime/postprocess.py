@@ -121,13 +121,15 @@ def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.
         raise DataError(f"{where}attention must have shape (T,) or (T, 1) with T = {cas.shape[0]}, got {att.shape}")
     if cas.dtype.kind not in "fiu" or att.dtype.kind not in "fiu":
         raise DataError(f"{where}CAS and attention must be numeric arrays, got {cas.dtype} and {att.dtype}")
-    cas = cas.astype(np.float64, copy=False)
-    att = att.astype(np.float64, copy=False)
+    return cas, att.astype(np.float64, copy=False)
+
+
+def _check_finite(cas: np.ndarray, att: np.ndarray, video: str) -> None:
+    where = f"video {video!r}: " if video else ""
     if not np.isfinite(cas).all():
         raise DataError(f"{where}CAS contains NaN or infinity; check the model outputs")
     if not np.isfinite(att).all():
         raise DataError(f"{where}attention contains NaN or infinity; check the model outputs")
-    return cas, att
 
 
 def cas_foreground(cas: Any) -> np.ndarray:
@@ -139,16 +141,26 @@ def cas_foreground(cas: Any) -> np.ndarray:
     return 1.0 - shifted[:, -1] / shifted.sum(axis=1)
 
 
-def _attention_for(cas: np.ndarray, att: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """The attention the steps use: the given one, or the CAS foreground probability."""
-    return cas_foreground(cas) if config.attention_source == "cas" else att
-
-
-def _weighted_rows(cas: np.ndarray, att: np.ndarray) -> np.ndarray:
-    """`cas * attention` laid out as (C+1, T): one contiguous row per class."""
-    out = np.empty((cas.shape[1], cas.shape[0]), dtype=np.float64)
-    np.multiply(cas.T, att, out=out)
-    return out
+def _weighted_rows(cas: np.ndarray, att: np.ndarray, config: PostprocessConfig,
+                   video: str) -> tuple[np.ndarray, np.ndarray]:
+    """The attention the steps use (the given one, or the CAS foreground probability)
+    and `cas * attention` in float64 laid out as (C+1, T), one contiguous row per class.
+    A NaN or infinity in either input makes the product's sum non-finite, so one sum
+    stands for the checks of both inputs (which then say which one is at fault)."""
+    if config.attention_source == "cas":
+        _check_finite(cas, att, video)
+        att = cas_foreground(cas)
+    rows = np.empty((cas.shape[1], cas.shape[0]), dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # bad inputs get the error below, not a warning
+        np.multiply(cas.T, att, out=rows, dtype=np.float64)
+        total = rows.sum()
+    if not math.isfinite(total):
+        _check_finite(cas, att, video)
+        if not np.isfinite(rows).all():
+            where = f"video {video!r}: " if video else ""
+            raise DataError(f"{where}CAS times attention overflows float64 (values near 1e154 or more); "
+                            "check the model outputs")
+    return att, rows
 
 
 def _video_scores(rows: np.ndarray, topk_ratio: float) -> np.ndarray:
@@ -170,7 +182,7 @@ def video_scores(cas: Any, attention: Any, config: PostprocessConfig | None = No
     attention."""
     config = config or PostprocessConfig()
     cas, att = _check_inputs(cas, attention, "")
-    return _video_scores(_weighted_rows(cas, _attention_for(cas, att, config)), config.topk_ratio)
+    return _video_scores(_weighted_rows(cas, att, config, "")[1], config.topk_ratio)
 
 
 def _duration(value: Any, video: str) -> float:
@@ -260,8 +272,7 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
             raise DataError(f"video {video!r}: CAS has {cas.shape[1] - 1} classes (+ background) "
                             f"but {len(names)} class names were given")
         durations.append(_duration(item[3] if len(item) == 4 else None, video))
-        att = _attention_for(cas, att, config)
-        rows = _weighted_rows(cas, att)
+        att, rows = _weighted_rows(cas, att, config, video)
         probs = _video_scores(rows, config.topk_ratio)
         kept = (probs >= config.class_threshold).nonzero()[0]
         if kept.size:

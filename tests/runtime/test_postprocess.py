@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -223,12 +224,22 @@ def test_several_kept_classes_share_the_proposals():
     (np.zeros((5, 3)), np.zeros(4), "attention"),
     (np.zeros((5, 3)), np.zeros((5, 2)), "attention"),
     (np.full((5, 3), np.nan), np.zeros(5), "NaN"),
-    (np.zeros((5, 3)), np.full(5, np.inf), "NaN"),
+    (np.zeros((5, 3)), np.full(5, np.inf), "attention contains NaN"),
+    (np.array([[np.inf, -np.inf, 0.0]] * 5), np.ones(5), "CAS contains NaN"),
+    (np.full((5, 3), 1e300), np.full(5, 1e300), "overflows"),
     (np.array([["a", "b"]]), np.zeros(1), "numeric"),
 ])
 def test_bad_inputs_raise_data_error(cas, att, match):
-    with pytest.raises(DataError, match=match):
-        localize(cas, att, PostprocessConfig(), video="v")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error, not a NumPy warning before it
+        with pytest.raises(DataError, match=match):
+            localize(cas, att, PostprocessConfig(), video="v")
+
+
+def test_a_bad_video_in_a_batch_is_named():
+    good = (np.zeros((4, 3)), np.full(4, 0.5))
+    with pytest.raises(DataError, match="video 'b': attention contains NaN"):
+        localize_many([("a", *good), ("b", np.zeros((4, 3)), np.array([0.1, np.nan, 0.2, 0.3]))])
 
 
 def test_attention_column_vector_and_class_names():
