@@ -25,7 +25,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # the vendored hamnet_deploy.runtime, before any installed one
 
 from hamnet_deploy.runtime.manifest import Manifest  # noqa: E402
-from hamnet_deploy.runtime.postprocess import localize, video_scores  # noqa: E402
+from hamnet_deploy.runtime.postprocess import localize_and_score  # noqa: E402
 
 MANIFEST_FILE = HERE.parent / "hamnet_manifest.json"
 
@@ -63,8 +63,8 @@ class TritonPythonModel:
                              f"{list(cas.shape)}, attention {list(attention.shape)}")
         given = pb_utils.get_input_tensor_by_name(request, "duration")
         duration = None if given is None else float(np.asarray(given.as_numpy()).reshape(-1)[0])
-        dets = localize(cas[0], attention[0], self.post, duration=duration, classes=self.classes).sorted()
-        probs = video_scores(cas[0], attention[0], self.post)
+        dets, probs = localize_and_score([("", cas[0], attention[0], duration)], self.post, classes=self.classes)
+        dets, probs = dets.sorted(), probs[0]
         labels = np.array([self.classes[i].encode("utf-8") for i in dets.label.tolist()], dtype=np.object_)
         segments = np.stack([dets.t_start, dets.t_end], axis=-1).astype(np.float64).reshape(1, -1, 2)
         return [pb_utils.Tensor("label", labels.reshape(1, -1)),

@@ -227,8 +227,22 @@ def localize_many(videos: Iterable[Sequence[Any]], config: PostprocessConfig | N
     each video (same detections, same order, bit for bit), but proposals, scores and the
     NMS loops of all videos are computed together, so a set of videos costs much less
     than one call per video."""
+    return localize_and_score(videos, config, classes)[0]
+
+
+def localize_and_score(videos: Iterable[Sequence[Any]], config: PostprocessConfig | None = None,
+                       classes: Sequence[str] | None = None) -> tuple[Detections, np.ndarray]:
+    """`localize_many`, and the video scores p_c of every video (V, C) in input order
+    (what `video_scores` gives, bit for bit), which the localization computes anyway:
+    for callers that need both (evaluation, `hamnet detect`)."""
     config = config or PostprocessConfig()
-    names, ids, durations, todo = _read_videos(videos, config, classes)
+    names, ids, durations, todo, probs = _read_videos(videos, config, classes)
+    return _localized(names, ids, durations, todo, config), probs
+
+
+def _localized(names: list[str], ids: list[str], durations: list[float], todo: list[_Video],
+               config: PostprocessConfig) -> Detections:
+    """Steps 3-6 for the videos with a kept class."""
     if not todo:
         return Detections.empty(names)
     lengths = np.array([v.attention.size for v in todo])
@@ -260,6 +274,7 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
     ids: list[str] = []
     durations: list[float] = []
     todo: list[_Video] = []
+    probs_all: list[np.ndarray] = []
     for item in videos:
         if len(item) not in (3, 4):
             raise DataError("localize_many: each item must be (video, cas, attention) or "
@@ -274,13 +289,15 @@ def _read_videos(videos: Iterable[Sequence[Any]], config: PostprocessConfig, cla
         durations.append(_duration(item[3] if len(item) == 4 else None, video))
         att, rows = _weighted_rows(cas, att, config, video)
         probs = _video_scores(rows, config.topk_ratio)
+        probs_all.append(probs)
         kept = (probs >= config.class_threshold).nonzero()[0]
         if kept.size:
             todo.append(_Video(len(ids), att, row_prefix_sums(rows.take(kept, axis=0)), kept, probs.take(kept)))
         ids.append(video)
     if names is None:
         raise DataError("localize_many: no videos given and no class names for an empty result")
-    return names, ids, durations, todo
+    probs = np.array(probs_all) if probs_all else np.zeros((0, len(names)))
+    return names, ids, durations, todo, probs
 
 
 def _proposals(todo: list[_Video], lengths: np.ndarray,

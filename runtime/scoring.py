@@ -23,7 +23,7 @@ from hamnet_deploy.runtime.evaluation import (
     evaluate_classification,
     evaluate_detection,
 )
-from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize_many, video_scores
+from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize_and_score
 
 Outputs = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -39,9 +39,10 @@ def detect_outputs(outputs: Outputs, post: PostprocessConfig, classes: Sequence[
     video-level class probabilities, in the order of `outputs`."""
     durations = durations or {}
     items = [(v, cas, att, durations.get(v)) for v, (cas, att) in outputs.items()]
-    dets = localize_many(items, post, classes=classes) if items else Detections.empty(classes)
-    scores = {v: video_scores(cas, att, post) for v, (cas, att) in outputs.items()}
-    return dets, scores
+    if not items:
+        return Detections.empty(classes), {}
+    dets, probs = localize_and_score(items, post, classes=classes)
+    return dets, dict(zip(outputs, probs, strict=True))
 
 
 @dataclass
