@@ -19,6 +19,7 @@ from hamnet_deploy.runtime.postprocess import (
     PostprocessConfig,
     cas_foreground,
     localize,
+    localize_and_score,
     localize_many,
     thresholds_paper,
     thresholds_released,
@@ -280,6 +281,22 @@ def test_localize_many_equals_one_call_per_video():
     with pytest.raises(DataError):
         localize_many([])
     assert len(localize_many([], classes=["a"])) == 0
+
+
+def test_localize_and_score_gives_both_from_one_pass():
+    bench = _bench()
+    rng = np.random.default_rng(4)
+    items = [(f"v{i}", *bench.make_video(rng, t=int(rng.integers(5, 120)), kept=tuple(range(i % 3)))) for i in range(5)]
+    cfg = PostprocessConfig()
+    dets, probs = localize_and_score(items, cfg)
+    many = localize_many(items, cfg)
+    for f in ("video", "label", "score", "t_start", "t_end"):
+        assert np.array_equal(getattr(dets, f), getattr(many, f)), f
+    assert probs.shape == (5, 20)
+    for row, (_, cas, att) in zip(probs, items, strict=True):
+        assert np.array_equal(row, video_scores(cas, att, cfg))
+    empty, none = localize_and_score([], classes=["a", "b"])
+    assert len(empty) == 0 and none.shape == (0, 2)
 
 
 def test_large_batches_rank_like_small_ones():
