@@ -2,7 +2,7 @@
 
 1. Throughput: 200 THUMOS-length synthetic videos (`training.synth`, D = 2048, C = 20,
    mean T about 333) through the detect pipeline (`runtime.feature_files` ->
-   `runtime.inference` -> `runtime.postprocess.localize_many`) with ONNX Runtime FP32 and
+   `runtime.inference` -> `runtime.scoring.detect_outputs`, as `hamnet detect`) with ONNX Runtime FP32 and
    static INT8 on the CPU. A randomly initialised HAM-Net is exported with
    `hamnet export --int8-cpu` (speed does not depend on the weights). Reported per row:
    videos/s end to end, and the split into reading + checking the files, the network
@@ -75,7 +75,7 @@ def throughput(bundle: Path, files: list[Path], backend: str, threads: int, max_
     from hamnet_deploy.runtime.backends.select import select_runner
     from hamnet_deploy.runtime.feature_files import load_features, video_id
     from hamnet_deploy.runtime.inference import Inference
-    from hamnet_deploy.runtime.postprocess import localize_many
+    from hamnet_deploy.runtime.scoring import detect_outputs
 
     sel = select_runner(bundle, backend, "cpu", threads=threads)
     info = sel.info
@@ -96,7 +96,7 @@ def throughput(bundle: Path, files: list[Path], backend: str, threads: int, max_
         t0 = time.perf_counter()
         outputs = [(v, cas, att) for v, cas, att in infer.stream(items())]
         t1 = time.perf_counter()
-        dets = localize_many(outputs, info.postprocess, classes=info.classes)
+        dets, _ = detect_outputs({v: (cas, att) for v, cas, att in outputs}, info.postprocess, info.classes)
         t2 = time.perf_counter()
     s = infer.stats
     return {"backend": backend, "max_t": max_t, "batch": batch_size, "videos": len(outputs),
