@@ -3,8 +3,10 @@
 ONNX Runtime's static quantizer in QDQ format: weights INT8 per output channel,
 activations UINT8 per tensor (the U8S8 scheme ONNX Runtime runs fastest on x86 and
 runs on ARM64), calibrated with min/max on real features of the dataset's train
-split. The model is first prepared with `quant_pre_process` (shape inference and
-graph optimisation). The last 1x1 convolution of each branch (the class logits and
+split. The 3-tap convolutions are first rewritten as one MatMul each over the
+unfolded time-major input (`onnx_graph.convs_as_matmuls`: ONNX Runtime's INT8 MatMul
+beats its INT8 convolution on these shapes), then the model is prepared with
+`quant_pre_process` (shape inference and graph optimisation). The last 1x1 convolution of each branch (the class logits and
 the attention logit) and the sigmoid stay in float: they cost almost nothing (C+1 and
 1 output channels against D) and carry the scores the localisation thresholds.
 
@@ -121,9 +123,16 @@ def quantize_int8_cpu(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out_path.parent) as tmp:
-        pre = Path(tmp) / "pre.onnx"
+        pre, unfolded = Path(tmp) / "pre.onnx", Path(tmp) / "unfolded.onnx"
         try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+            import onnx
+
+            from hamnet_deploy.export.onnx_graph import convs_as_matmuls
+
+            proto = onnx.load(str(fp32_path))
+            rewritten = convs_as_matmuls(proto)
+            onnx.save(proto, str(unfolded))
+            quant_pre_process(str(unfolded), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # shape inference / optimiser errors of many types
             raise BundleError(f"{fp32_path}: INT8 pre-processing failed ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); export without --int8-cpu") from exc
@@ -132,6 +141,7 @@ def quantize_int8_cpu(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             "format": "QDQ", "per_channel": per_channel,
             "activations": "uint8" if activation_uint8 else "int8", "weights": "int8",
             "calibration": "minmax", "float_nodes": excluded,
+            "convolutions": f"{rewritten} as unfolded MatMul",
         }
         qtype = quantization.QuantType
         try:

@@ -137,3 +137,64 @@ def convs_as_2d(proto: onnx.ModelProto) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
     return count
+
+
+def convs_as_matmuls(proto: onnx.ModelProto) -> int:
+    """Run every 3-tap convolution of `proto` (the 2-D ones of height 1 that
+    `convs_as_2d` writes: pads 1, stride 1, no groups) as one MatMul over the unfolded
+    time-major input (in place): x [B, C, 1, T] -> Transpose [B, 1, T, C] -> Pad T by 1
+    -> Concat of the three shifted windows [B, 1, T, 3C] -> MatMul with the weights laid
+    out [3C, O] (+ bias) -> Transpose [B, O, 1, T]. The same sums in another order.
+    Only for the INT8 CPU model (`export.int8_cpu`): ONNX Runtime's INT8 MatMul
+    (QLinearMatMul) runs these shapes 1.2-2x faster than its QLinearConv (bench/infer_speed.py's
+    INT8 peak table), and its transpose optimiser cancels the transposes between layers.
+    Returns how many convolutions were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    weights = {w.name: w for w in graph.initializer}
+    added: list[onnx.TensorProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        added.append(numpy_helper.from_array(value, name))
+        return name
+
+    nodes, count = [], 0
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (weight is None or len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 3)
+                or list(attrs.get("pads", [])) != [0, 1, 0, 1] or attrs.get("group", 1) != 1
+                or any(v != 1 for v in [*attrs.get("strides", []), *attrs.get("dilations", [])])):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight)  # [O, C, 1, 3]
+        name = f"{node.output[0]}__unfolded"
+        unfolded = const(f"{name}.weight", np.ascontiguousarray(w[:, :, 0, :].transpose(2, 1, 0).reshape(-1, w.shape[0])))
+        axis = const(f"{name}.axis", np.array([2], np.int64))
+        pads = const(f"{name}.pads", np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64))
+        nodes += [helper.make_node("Transpose", [node.input[0]], [f"{name}.btc"], perm=[0, 2, 3, 1]),
+                  helper.make_node("Pad", [f"{name}.btc", pads], [f"{name}.padded"])]
+        windows = []
+        for k, (start, stop) in enumerate(((0, -2), (1, -1), (2, 2 ** 62))):  # x[t - 1], x[t], x[t + 1]
+            windows.append(f"{name}.x{k}")
+            bounds = [const(f"{name}.start{k}", np.array([start], np.int64)),
+                      const(f"{name}.stop{k}", np.array([stop], np.int64))]
+            nodes.append(helper.make_node("Slice", [f"{name}.padded", *bounds, axis], [windows[-1]]))
+        out = f"{name}.matmul"
+        nodes += [helper.make_node("Concat", windows, [f"{name}.windows"], axis=3),
+                  helper.make_node("MatMul", [f"{name}.windows", unfolded], [out], name=node.name)]
+        if len(node.input) > 2 and node.input[2]:
+            nodes.append(helper.make_node("Add", [out, node.input[2]], [f"{name}.biased"]))
+            out = f"{name}.biased"
+        nodes.append(helper.make_node("Transpose", [out], [node.output[0]], perm=[0, 3, 1, 2]))
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(added)
+        used = {name for n in graph.node for name in n.input}
+        kept = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return count

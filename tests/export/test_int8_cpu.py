@@ -85,10 +85,17 @@ def test_quantized_graph(quantized):
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
     assert result.settings["format"] == "QDQ" and result.settings["per_channel"]
     assert result.calib_videos == 4 and result.calib_snippets == sum(len(f) for f in feats)
-    # the 3-tap convs (run as 2-D convs of height 1) are quantized (their weights are INT8 initialisers) ...
-    ints = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
-    assert sorted(tuple(i.dims) for i in ints) == sorted([(D, D, 1, 3), (D, D, 1, 3), (512, D, 1, 3),
-                                                          (512, 512, 1, 3)])
+    # the 3-tap convs run as MatMuls over the unfolded input [T, 3C] and are quantized: their
+    # weights [3C, O] are INT8 initialisers with one scale per output channel ...
+    assert result.settings["convolutions"] == "4 as unfolded MatMul"
+    assert ops.count("MatMul") == 4 and "Concat" in ops
+    ints = {i.name: tuple(i.dims) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert sorted(d for d in ints.values() if len(d) == 2) == sorted([(3 * D, D), (3 * D, D), (3 * D, 512),
+                                                                      (3 * 512, 512)])
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and len(ints.get(node.input[0], ())) == 2:
+            assert tuple(inits[node.input[1]].dims) == (ints[node.input[0]][1],)  # per output channel
     # ... the 1x1 output convs and the sigmoid stay float
     assert len(result.float_nodes) == 3
     assert len(float_nodes(fp32)) == 3
@@ -254,3 +261,23 @@ def test_calibration_prefers_the_train_split(tmp_path):
     train = [f for f, s in zip(anet.features, anet.subsets, strict=True) if s == "training"]
     assert len(feats) == len(train)
     assert all(any(a.shape == b.shape and (a == b).all() for b in train) for a in feats)
+
+
+def test_unfolded_matmuls_compute_the_convolutions(quantized, tmp_path):
+    # The float graph after convs_as_matmuls gives the exported model's outputs (the same
+    # sums in another order), at every T including 1 and 2, and touches nothing else.
+    from hamnet_deploy.export.onnx_graph import convs_as_matmuls
+
+    _, fp32, _, _ = quantized
+    proto = onnx.load(str(fp32))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert convs_as_matmuls(proto) == 4
+    assert [n.op_type for n in proto.graph.node].count("Conv") == len(convs) - 4 == 2  # the 1x1 convs stay
+    onnx.checker.check_model(proto, full_check=True)
+    unfolded = tmp_path / "unfolded.onnx"
+    onnx.save(proto, str(unfolded))
+    cases = [(1, 1), (1, 2), (3, 3), (1, 37), (3, 300)]
+    report = compare(OnnxRuntimeRunner(fp32), OnnxRuntimeRunner(unfolded), cases, feature_dim=D, name="unfolded",
+                     atol=1e-5, rtol=1e-5)
+    assert report.ok and len(report.rows) == 2 * len(cases), report.rows
+    assert convs_as_matmuls(proto) == 0  # nothing left to rewrite
