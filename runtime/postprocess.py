@@ -25,6 +25,7 @@ from hamnet_deploy.runtime.detections import Detections
 from hamnet_deploy.runtime.errors import ConfigError, DataError
 from hamnet_deploy.runtime.nms import _hard_nms, _soft_nms
 from hamnet_deploy.runtime.proposals import contrast_scores_prefix, find_runs, row_prefix_sums
+from hamnet_deploy.runtime.ranking import ranked, trim
 from hamnet_deploy.runtime.settings import Settings, option, show
 
 NMS_METHODS = ("soft", "hard", "none")
@@ -258,9 +259,10 @@ def _localized(names: list[str], ids: list[str], durations: list[float], todo: l
     elif config.nms == "hard":
         keep = _hard_nms(start, end, scores, config.nms_iou, config.legacy_nms_length, sets)
         scores = np.where(keep, scores, -np.inf)
-    part, label, score, col = _ranked(scores, labels, vid, len(todo))
+    part, label, score, col = ranked(scores, labels, vid, len(todo))
     video_index = np.array([v.index for v in todo], dtype=np.int64).take(part)
-    cols = _trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config)
+    cols = trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config.min_score,
+                config.max_per_class, config.max_detections)
     video_index, label, score, t_start, t_end = cols
     # Every column already has its type and length: no second check of them.
     return Detections(tuple(str(c) for c in names), np.array(ids, dtype=object).take(video_index), label, score,
@@ -346,69 +348,3 @@ def _candidate_scores(todo: list[_Video], lengths: np.ndarray, vid: np.ndarray, 
     if present is not None and k_max > 1:
         scores[~present.take(vid, axis=1)] = -np.inf
     return scores, labels
-
-
-def _ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos: int):
-    """Surviving (video slot, class, score, column) per video, per class in class order,
-    by descending score (ties: proposal order): one sort of the surviving (slot,
-    proposal) pairs by (video, slot, -score, column), no padding per video."""
-    k, n = scores.shape
-    flat = scores.reshape(-1)
-    keep = (flat > -np.inf).nonzero()[0]
-    slot, col = np.divmod(keep, n)
-    part = vid.take(col)
-    value = flat.take(keep)
-    group = part * k + slot
-    m = keep.size
-    if m > 2048 and k * num_videos * m * n < 2 ** 62:
-        # Many pairs: the same order from one sort of unique integer keys (the dense rank
-        # of the score between group and column), which beats a three-key lexsort.
-        by_value = np.argsort(-value)
-        ranked = value.take(by_value)
-        step = np.empty(m, dtype=np.int64)
-        step[0] = 0
-        np.not_equal(ranked[1:], ranked[:-1], out=step[1:])
-        rank = np.empty(m, dtype=np.int64)
-        rank[by_value] = np.cumsum(step, out=step)
-        order = np.argsort((group * m + rank) * n + col)
-    else:
-        order = np.lexsort((col, -value, group))
-    slot, col, part = slot.take(order), col.take(order), part.take(order)
-    return part, labels[slot, part], value.take(order), col
-
-
-def _trim(video_index: np.ndarray, label: np.ndarray, score: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
-          durations: np.ndarray, config: PostprocessConfig):
-    """Clip times to [0, duration], drop what the clipping empties and what scores below
-    `min_score`, keep the top N per class and per video (by score; ties: earlier in the
-    output) in output order."""
-    cols = (video_index, label, score, t_start, t_end)
-    limit = durations.take(video_index)
-    if np.isfinite(limit).any():
-        np.clip(t_start, 0.0, limit, out=t_start)
-        np.clip(t_end, 0.0, limit, out=t_end)
-        ok = t_end > t_start
-        if not ok.all():
-            cols = tuple(x[ok] for x in cols)
-    if config.min_score is not None:
-        ok = cols[2] >= config.min_score
-        cols = tuple(x[ok] for x in cols)
-    if config.max_per_class is not None:
-        num_classes = int(cols[1].max()) + 1 if cols[1].size else 1
-        cols = _top_n(cols, cols[0] * num_classes + cols[1], config.max_per_class)
-    if config.max_detections is not None:
-        cols = _top_n(cols, cols[0], config.max_detections)
-    return cols
-
-
-def _top_n(cols: tuple, group: np.ndarray, n: int) -> tuple:
-    """The `n` best-scored rows of each `group` (ties: earlier first), in output order."""
-    score = cols[2]
-    if score.size <= n:
-        return cols
-    position = np.arange(score.size)
-    by_score = np.lexsort((position, -score, group))
-    ranked = group[by_score]
-    first = np.searchsorted(ranked, ranked, side="left")
-    chosen = np.sort(by_score[(np.arange(score.size) - first) < n])
-    return tuple(x[chosen] for x in cols)
