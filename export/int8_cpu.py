@@ -6,9 +6,10 @@ runs on ARM64), calibrated with min/max on real features of the dataset's train
 split. The 3-tap convolutions are first rewritten as one MatMul each over the
 unfolded time-major input (`onnx_graph.convs_as_matmuls`: ONNX Runtime's INT8 MatMul
 beats its INT8 convolution on these shapes), then the model is prepared with
-`quant_pre_process` (shape inference and graph optimisation). The last 1x1 convolution of each branch (the class logits and
-the attention logit) and the sigmoid stay in float: they cost almost nothing (C+1 and
-1 output channels against D) and carry the scores the localisation thresholds.
+`quant_pre_process` (shape inference and graph optimisation). The last 1x1
+convolution of each branch (the class logits and the attention logit) and the sigmoid
+stay in float: they cost almost nothing (C+1 and 1 output channels against D) and
+carry the scores the localisation thresholds.
 
 The result is the bundle's `onnx_int8` model (`model.int8.onnx`); its outputs are
 compared with the FP32 model and reported, not required to match tightly: judge INT8
