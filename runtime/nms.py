@@ -181,11 +181,10 @@ def _each_bucket(buckets: list[_Bucket], sc: np.ndarray, absent: bool):
         if absent:  # only many videos at once leave whole rows absent
             live = (cur.max(axis=1) > -np.inf).nonzero()[0]
             cur = cur.take(live, axis=0)
-            cls, group = np.divmod(live, n_groups)
-            yield b, cur, cls, b.first.take(group)
         else:
-            cls, group = np.divmod(np.arange(k * n_groups), n_groups)
-            yield b, cur, cls, b.first.take(group)
+            live = np.arange(k * n_groups)
+        cls, group = np.divmod(live, n_groups)
+        yield b, cur, cls, b.first.take(group)
 
 
 def soft_nms(segments, scores, sigma: float = 0.3, legacy_length: bool = False) -> np.ndarray:
