@@ -49,3 +49,16 @@ def test_gpu_recipe_script_runs_on_a_cpu(tmp_path):
                                  text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120, cwd=tmp_path,
                                  stdin=subprocess.DEVNULL)
     assert without_gpu.returncode == 2 and "no CUDA GPU" in without_gpu.stderr
+
+
+def test_conv_winograd_bench_computes_the_convolutions(tmp_path):
+    # Its Winograd graphs must give the exported convolution's outputs (odd T included),
+    # or the speed-ups it prints mean nothing.
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "conv_winograd.py"), "--dim", "16", "--lengths", "1",
+                           "2", "5", "37", "--min-repeat", "1", "--budget", "0.01"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "ms (" in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "2", "5", "37"]
+    errors = [float(cell.split(",")[1].strip(" )")) for r in rows for cell in r.split("|")[3:5]]
+    assert len(errors) == 8 and max(errors) < 1e-5, rows
