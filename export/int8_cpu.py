@@ -98,11 +98,12 @@ def float_nodes(model_path: str | os.PathLike) -> list[str]:
     return keep
 
 
-def _copy_metadata(src: str | os.PathLike, dst: str | os.PathLike, extra: dict[str, str]) -> None:
-    """Give the quantized model the FP32 model's metadata (class names, D, ...) plus `extra`."""
+def _copy_metadata(src: Any, dst: str | os.PathLike, extra: dict[str, str]) -> None:
+    """Give the quantized model the FP32 model's metadata (class names, D, ...; `src` is
+    its loaded ModelProto) plus `extra`."""
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    meta = {p.key: p.value for p in src.metadata_props}
     meta.update(extra)
     proto = onnx.load(str(dst))
     del proto.metadata_props[:]
@@ -156,7 +157,7 @@ def quantize_int8_cpu(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         except Exception as exc:
             raise BundleError(f"{fp32_path}: INT8 quantization failed ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); export without --int8-cpu") from exc
-        _copy_metadata(fp32_path, Path(tmp) / "q.onnx", {"hamnet.precision": "int8"})
+        _copy_metadata(proto, Path(tmp) / "q.onnx", {"hamnet.precision": "int8"})
         os.replace(Path(tmp) / "q.onnx", out_path)
     return Int8Result(out_path, len(features), int(sum(len(f) for f in features)), excluded,
                       time.perf_counter() - started, settings)

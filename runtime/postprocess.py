@@ -108,8 +108,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Post-processing presets (`hamnet detect --preset`, `Detector(preset=...)`)."""
 
 
+def _where(video: str) -> str:
+    """How an error message names the video ("" for an anonymous one)."""
+    return f"video {video!r}: " if video else ""
+
+
 def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.ndarray]:
-    where = f"video {video!r}: " if video else ""
+    where = _where(video)
     cas = np.asarray(cas)
     att = np.asarray(attention)
     if cas.ndim != 2 or cas.shape[1] < 2:
@@ -126,7 +131,7 @@ def _check_inputs(cas: Any, attention: Any, video: str) -> tuple[np.ndarray, np.
 
 
 def _check_finite(cas: np.ndarray, att: np.ndarray, video: str) -> None:
-    where = f"video {video!r}: " if video else ""
+    where = _where(video)
     if not np.isfinite(cas).all():
         raise DataError(f"{where}CAS contains NaN or infinity; check the model outputs")
     if not np.isfinite(att).all():
@@ -158,8 +163,7 @@ def _weighted_rows(cas: np.ndarray, att: np.ndarray, config: PostprocessConfig,
     if not math.isfinite(total):
         _check_finite(cas, att, video)
         if not np.isfinite(rows).all():
-            where = f"video {video!r}: " if video else ""
-            raise DataError(f"{where}CAS times attention overflows float64 (values near 1e154 or more); "
+            raise DataError(f"{_where(video)}CAS times attention overflows float64 (values near 1e154 or more); "
                             "check the model outputs")
     return att, rows
 
@@ -259,7 +263,7 @@ def _localized(names: list[str], ids: list[str], durations: list[float], todo: l
     elif config.nms == "hard":
         keep = _hard_nms(start, end, scores, config.nms_iou, config.legacy_nms_length, sets)
         scores = np.where(keep, scores, -np.inf)
-    part, label, score, col = ranked(scores, labels, vid, len(todo))
+    part, label, score, col = ranked(scores, labels, vid)
     video_index = np.array([v.index for v in todo], dtype=np.int64).take(part)
     cols = trim(video_index, label, score, start.take(col), end.take(col), np.array(durations), config.min_score,
                 config.max_per_class, config.max_detections)

@@ -7,7 +7,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos: int):
+def by_group_then_score(group: np.ndarray, score: np.ndarray, tie: np.ndarray, span: int) -> np.ndarray:
+    """Indices that order rows by (group, descending score, tie), every tie value in
+    [0, span): one three-key lexsort, or for many rows the same order from one sort of
+    unique integer keys (the dense rank of the score between group and tie), which is
+    faster."""
+    m = score.size
+    if m > 2048 and (int(group.max()) + 1) * m * span < 2 ** 62:
+        by_value = np.argsort(-score)
+        sorted_values = score.take(by_value)
+        step = np.empty(m, dtype=np.int64)
+        step[0] = 0
+        np.not_equal(sorted_values[1:], sorted_values[:-1], out=step[1:])
+        rank = np.empty(m, dtype=np.int64)
+        rank[by_value] = np.cumsum(step, out=step)
+        return np.argsort((group * m + rank) * span + tie)
+    return np.lexsort((tie, -score, group))
+
+
+def ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray):
     """Surviving (video slot, class, score, column) per video, per class in class order,
     by descending score (ties: proposal order): one sort of the surviving (slot,
     proposal) pairs by (video, slot, -score, column), no padding per video."""
@@ -17,21 +35,7 @@ def ranked(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray, num_videos: 
     slot, col = np.divmod(keep, n)
     part = vid.take(col)
     value = flat.take(keep)
-    group = part * k + slot
-    m = keep.size
-    if m > 2048 and k * num_videos * m * n < 2 ** 62:
-        # Many pairs: the same order from one sort of unique integer keys (the dense rank
-        # of the score between group and column), which beats a three-key lexsort.
-        by_value = np.argsort(-value)
-        sorted_values = value.take(by_value)
-        step = np.empty(m, dtype=np.int64)
-        step[0] = 0
-        np.not_equal(sorted_values[1:], sorted_values[:-1], out=step[1:])
-        rank = np.empty(m, dtype=np.int64)
-        rank[by_value] = np.cumsum(step, out=step)
-        order = np.argsort((group * m + rank) * n + col)
-    else:
-        order = np.lexsort((col, -value, group))
+    order = by_group_then_score(part * k + slot, value, col, n)
     slot, col, part = slot.take(order), col.take(order), part.take(order)
     return part, labels[slot, part], value.take(order), col
 
@@ -65,8 +69,7 @@ def _top_n(cols: tuple, group: np.ndarray, n: int) -> tuple:
     score = cols[2]
     if score.size <= n:
         return cols
-    position = np.arange(score.size)
-    by_score = np.lexsort((position, -score, group))
+    by_score = by_group_then_score(group, score, np.arange(score.size), score.size)
     ranked = group[by_score]
     first = np.searchsorted(ranked, ranked, side="left")
     chosen = np.sort(by_score[(np.arange(score.size) - first) < n])
