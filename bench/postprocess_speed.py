@@ -10,7 +10,8 @@ absent), 20 classes, the video's ground-truth classes plus sometimes one false c
 
 Two runtime columns: `localize` called once per video, and `localize_many` called once
 for all videos (same detections; the NMS loops of all videos run side by side). Times
-are per video, totals over each band of lengths.
+are per video, totals over each band of lengths. The last lines give the share of
+time spent in NMS and the speedup bound if NMS cost nothing.
 
     python bench/postprocess_speed.py [--videos N] [--repeat R] [--seed S]
 """
@@ -28,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hamnet_deploy.runtime import postprocess  # noqa: E402
 from hamnet_deploy.runtime.detections import Detections  # noqa: E402
 from hamnet_deploy.runtime.postprocess import PostprocessConfig, localize, localize_many  # noqa: E402
 
@@ -196,6 +198,36 @@ def _times(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, float, f
     return best[0], best[1], best[2]
 
 
+def _nms_share(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, float]:
+    """Fraction of `localize` (one call per video) and of `localize_many` time spent in
+    the NMS loop, timed by wrapping the runtime's NMS function for one pass each."""
+    name = "_hard_nms" if cfg.nms == "hard" else "_soft_nms"
+    inner = getattr(postprocess, name)
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    items = [(f"v{i}", c, a) for i, (c, a) in enumerate(videos)]
+    shares = []
+    setattr(postprocess, name, timed)
+    try:
+        for fn in (lambda: [localize(c, a, cfg) for c, a in videos], lambda: localize_many(items, cfg)):
+            best = (float("inf"), 0.0)
+            for _ in range(repeat):
+                spent[0] = 0.0
+                total = _best_time(fn, 1)
+                best = min(best, (total, spent[0]))
+            shares.append(best[1] / best[0])
+    finally:
+        setattr(postprocess, name, inner)
+    return shares[0], shares[1]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=207, help="videos (THUMOS14 test timelines are cycled)")
@@ -249,6 +281,10 @@ def main() -> int:
             if band == "all":
                 overall[name] = (ref_ms / one_ms, ref_ms / many_ms)
     single, batched = overall[settings[0][0]]
+    one_nms, many_nms = _nms_share(videos, settings[0][1], args.repeat)
+    print(f"where the time goes (default setting, all videos): soft-NMS (`runtime.nms`: groups, weights, loop) is {one_nms:.0%} of `localize` "
+          f"and {many_nms:.0%} of `localize_many`; with an NMS that cost nothing the speedups would be at most "
+          f"{single / (1 - one_nms):.1f}x and {batched / (1 - many_nms):.1f}x")
     print(f"targets (default setting, all videos): identical detections {'PASS' if identical_all else 'FAIL'}; "
           f"localize >= {TARGET_SINGLE:.0f}x: {single:.1f}x {'PASS' if single >= TARGET_SINGLE else 'FAIL'}; "
           f"localize_many >= {TARGET_BATCHED:.0f}x: {batched:.1f}x {'PASS' if batched >= TARGET_BATCHED else 'FAIL'}")

@@ -4,6 +4,7 @@ kernel-peak table and the targets line come out. Speed itself is never asserted 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,12 @@ def test_postprocess_speed_runs_on_thumos_timelines(tmp_path):
     rows = [line for line in out.splitlines() if line.split()[-1:] == ["yes"]]
     assert len(rows) >= 6 and not any(line.split()[-1] == "NO" for line in out.splitlines()[4:-1])
     assert "localize >= 50x" in out and "localize_many >= 100x" in out
+    share = re.search(r"is (\d+)% of `localize` and (\d+)% of `localize_many`.* at most ([\d.]+)x and ([\d.]+)x", out)
+    assert share, out[-1000:]
+    single, batched = (float(x) for x in re.search(r"localize >= 50x: ([\d.]+)x.*localize_many >= 100x: ([\d.]+)x",
+                                                        out).groups())
+    assert 0 < int(share[1]) < 100 and 0 < int(share[2]) < 100
+    assert float(share[3]) > single and float(share[4]) > batched  # the bound without NMS exceeds what was measured
 
 
 def test_gpu_recipe_script_runs_on_a_cpu(tmp_path):
