@@ -185,10 +185,15 @@ def _best_time(fn, repeat: int) -> float:
     return best
 
 
+def _items(videos) -> list[tuple]:
+    """The (video, cas, attention) items `localize_many` takes."""
+    return [(f"v{i}", c, a) for i, (c, a) in enumerate(videos)]
+
+
 def _times(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, float, float]:
     """Seconds for all `videos` by the loops, by one `localize` per video, by one
     `localize_many`; each the best of `repeat`, the three interleaved."""
-    items = [(f"v{i}", c, a) for i, (c, a) in enumerate(videos)]
+    items = _items(videos)
     best = [float("inf")] * 3
     for _ in range(repeat):
         for j, fn in enumerate((lambda: [reference_localize(c, a, cfg) for c, a in videos],
@@ -200,9 +205,8 @@ def _times(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, float, f
 
 def _nms_share(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, float]:
     """Fraction of `localize` (one call per video) and of `localize_many` time spent in
-    the NMS loop, timed by wrapping the runtime's NMS function for one pass each."""
-    name = "_hard_nms" if cfg.nms == "hard" else "_soft_nms"
-    inner = getattr(postprocess, name)
+    soft-NMS, timed by wrapping the runtime's `_soft_nms` (the best of `repeat` passes)."""
+    inner = postprocess._soft_nms
     spent = [0.0]
 
     def timed(*args, **kwargs):
@@ -212,19 +216,18 @@ def _nms_share(videos, cfg: PostprocessConfig, repeat: int) -> tuple[float, floa
         finally:
             spent[0] += time.perf_counter() - t0
 
-    items = [(f"v{i}", c, a) for i, (c, a) in enumerate(videos)]
+    items = _items(videos)
     shares = []
-    setattr(postprocess, name, timed)
+    postprocess._soft_nms = timed
     try:
         for fn in (lambda: [localize(c, a, cfg) for c, a in videos], lambda: localize_many(items, cfg)):
             best = (float("inf"), 0.0)
             for _ in range(repeat):
                 spent[0] = 0.0
-                total = _best_time(fn, 1)
-                best = min(best, (total, spent[0]))
+                best = min(best, (_best_time(fn, 1), spent[0]))
             shares.append(best[1] / best[0])
     finally:
-        setattr(postprocess, name, inner)
+        postprocess._soft_nms = inner
     return shares[0], shares[1]
 
 
@@ -237,7 +240,7 @@ def main() -> int:
 
     rng = np.random.default_rng(args.seed)
     videos, source = thumos_like(rng, args.videos)
-    items = [(f"v{i}", c, a) for i, (c, a) in enumerate(videos)]
+    items = _items(videos)
     settings = [
         ("soft-NMS (default)", PostprocessConfig()),
         ("soft-NMS, legacy length", PostprocessConfig(legacy_nms_length=True)),
@@ -282,8 +285,9 @@ def main() -> int:
                 overall[name] = (ref_ms / one_ms, ref_ms / many_ms)
     single, batched = overall[settings[0][0]]
     one_nms, many_nms = _nms_share(videos, settings[0][1], args.repeat)
-    print(f"where the time goes (default setting, all videos): soft-NMS (`runtime.nms`: groups, weights, loop) is {one_nms:.0%} of `localize` "
-          f"and {many_nms:.0%} of `localize_many`; with an NMS that cost nothing the speedups would be at most "
+    print(f"where the time goes (default setting, all videos): soft-NMS (`runtime.nms`: groups, weights, loop) "
+          f"is {one_nms:.0%} of `localize` and {many_nms:.0%} of `localize_many`; with an NMS that cost nothing "
+          f"the speedups would be at most "
           f"{single / (1 - one_nms):.1f}x and {batched / (1 - many_nms):.1f}x")
     print(f"targets (default setting, all videos): identical detections {'PASS' if identical_all else 'FAIL'}; "
           f"localize >= {TARGET_SINGLE:.0f}x: {single:.1f}x {'PASS' if single >= TARGET_SINGLE else 'FAIL'}; "

@@ -105,6 +105,30 @@ def read_metadata(path_or_proto: str | os.PathLike | onnx.ModelProto) -> dict[st
 CONV2D_AXIS = "hamnet_conv2d_axis"
 
 
+def _rewrite_convs(proto: onnx.ModelProto, rewrite) -> int:
+    """Replace (in place) each Conv of `proto` whose weight is an initializer by the nodes
+    `rewrite(node, weight, attrs)` returns; it returns None to keep the node. Returns how
+    many convolutions were rewritten."""
+    from onnx import helper
+
+    graph = proto.graph
+    weights = {w.name: w for w in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        new = None if weight is None else rewrite(
+            node, weight, {a.name: helper.get_attribute_value(a) for a in node.attribute})
+        if new is None:
+            nodes.append(node)
+            continue
+        nodes += new
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
 def convs_as_2d(proto: onnx.ModelProto) -> int:
     """Run every 1-D convolution of `proto` as a 2-D one of height 1 (in place): x
     [B, C, T] -> Unsqueeze -> Conv with weights [O, I, 1, k] -> Squeeze -> [B, O, T].
@@ -114,28 +138,22 @@ def convs_as_2d(proto: onnx.ModelProto) -> int:
     many convolutions were rewritten."""
     from onnx import helper, numpy_helper
 
-    graph = proto.graph
-    weights = {w.name: w for w in graph.initializer}
-    nodes, count = [], 0
-    for node in graph.node:
-        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if weight is None or len(weight.dims) != 3:
-            nodes.append(node)
-            continue
+    two_d = {"pads": lambda v: [0, v[0], 0, v[1]], "strides": lambda v: [1, v[0]],
+             "dilations": lambda v: [1, v[0]], "kernel_shape": lambda v: [1, v[0]]}
+
+    def rewrite(node, weight, attrs):
+        if len(weight.dims) != 3:
+            return None
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight)[:, :, None, :], weight.name))
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        two_d = {"pads": lambda v: [0, v[0], 0, v[1]], "strides": lambda v: [1, v[0]],
-                 "dilations": lambda v: [1, v[0]], "kernel_shape": lambda v: [1, v[0]]}
         attrs = {k: two_d[k](v) if k in two_d else v for k, v in attrs.items()}
         x4, y4 = f"{node.output[0]}__in4d", f"{node.output[0]}__out4d"
-        nodes += [helper.make_node("Unsqueeze", [node.input[0], CONV2D_AXIS], [x4]),
-                  helper.make_node("Conv", [x4, *node.input[1:]], [y4], name=node.name, **attrs),
-                  helper.make_node("Squeeze", [y4, CONV2D_AXIS], [node.output[0]])]
-        count += 1
+        return [helper.make_node("Unsqueeze", [node.input[0], CONV2D_AXIS], [x4]),
+                helper.make_node("Conv", [x4, *node.input[1:]], [y4], name=node.name, **attrs),
+                helper.make_node("Squeeze", [y4, CONV2D_AXIS], [node.output[0]])]
+
+    count = _rewrite_convs(proto, rewrite)
     if count:
-        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), CONV2D_AXIS))
-        del graph.node[:]
-        graph.node.extend(nodes)
+        proto.graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), CONV2D_AXIS))
     return count
 
 
@@ -152,30 +170,24 @@ def convs_as_matmuls(proto: onnx.ModelProto) -> int:
     convolutions were rewritten."""
     from onnx import helper, numpy_helper
 
-    graph = proto.graph
-    weights = {w.name: w for w in graph.initializer}
     added: list[onnx.TensorProto] = []
 
     def const(name: str, value: np.ndarray) -> str:
         added.append(numpy_helper.from_array(value, name))
         return name
 
-    nodes, count = [], 0
-    for node in graph.node:
-        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (weight is None or len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 3)
+    def rewrite(node, weight, attrs):
+        if (len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 3)
                 or list(attrs.get("pads", [])) != [0, 1, 0, 1] or attrs.get("group", 1) != 1
                 or any(v != 1 for v in [*attrs.get("strides", []), *attrs.get("dilations", [])])):
-            nodes.append(node)
-            continue
+            return None
         w = numpy_helper.to_array(weight)  # [O, C, 1, 3]
         name = f"{node.output[0]}__unfolded"
         unfolded = const(f"{name}.weight", np.ascontiguousarray(w[:, :, 0, :].transpose(2, 1, 0).reshape(-1, w.shape[0])))
         axis = const(f"{name}.axis", np.array([2], np.int64))
         pads = const(f"{name}.pads", np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64))
-        nodes += [helper.make_node("Transpose", [node.input[0]], [f"{name}.btc"], perm=[0, 2, 3, 1]),
-                  helper.make_node("Pad", [f"{name}.btc", pads], [f"{name}.padded"])]
+        nodes = [helper.make_node("Transpose", [node.input[0]], [f"{name}.btc"], perm=[0, 2, 3, 1]),
+                 helper.make_node("Pad", [f"{name}.btc", pads], [f"{name}.padded"])]
         windows = []
         for k, (start, stop) in enumerate(((0, -2), (1, -1), (2, 2 ** 62))):  # x[t - 1], x[t], x[t + 1]
             windows.append(f"{name}.x{k}")
@@ -189,10 +201,11 @@ def convs_as_matmuls(proto: onnx.ModelProto) -> int:
             nodes.append(helper.make_node("Add", [out, node.input[2]], [f"{name}.biased"]))
             out = f"{name}.biased"
         nodes.append(helper.make_node("Transpose", [out], [node.output[0]], perm=[0, 3, 1, 2]))
-        count += 1
+        return nodes
+
+    count = _rewrite_convs(proto, rewrite)
     if count:
-        del graph.node[:]
-        graph.node.extend(nodes)
+        graph = proto.graph
         graph.initializer.extend(added)
         used = {name for n in graph.node for name in n.input}
         kept = [i for i in graph.initializer if i.name in used]

@@ -66,9 +66,9 @@ def contrast_scores_prefix(prefix: np.ndarray, offsets: np.ndarray, start: np.nd
     number of videos and rows at once: `prefix` is the flat concatenation of
     `row_prefix_sums` rows, `offsets` (K, n) (or (K, 1) for all proposals alike) where
     the row of each (row slot, proposal) starts in it, `start`/`end` (n,) snippet
-    indices within the proposal's video and `length` (n,) that video's T. No padding to the longest video: the cost is that of
-    the proposals, and each row's sums are its own, so results do not depend on which
-    videos are computed together."""
+    indices within the proposal's video and `length` (n,) that video's T. No padding to
+    the longest video: the cost is that of the proposals, and each row's sums are its
+    own, so results do not depend on which videos are computed together."""
     i = np.asarray(start, dtype=np.int64)
     j = np.asarray(end, dtype=np.int64)
     n = i.size
